@@ -1,0 +1,144 @@
+"""The complete VICReg configuration tree (ml_collections) with the official defaults.
+
+Recipe files under ``configs/`` start from :func:`base_config` and override what differs.
+Every knob used anywhere in the package lives here; code reads it, never hard-codes it.
+Values and their sources: ``../shared/VICREG.md`` (official ``facebookresearch/vicreg``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# ImageNet RGB statistics used by the official Normalize transform (pixels in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def view_recipe(*, blur_prob: float, solarize_prob: float) -> ml_collections.ConfigDict:
+  """Per-view colour/blur/solarize recipe; probabilities in [0, 1], strengths as torchvision."""
+  return ml_collections.ConfigDict(dict(
+      flip_prob=0.5,
+      jitter_prob=0.8,
+      brightness=0.4,
+      contrast=0.4,
+      saturation=0.2,
+      hue=0.1,
+      grayscale_prob=0.2,
+      blur_prob=blur_prob,
+      blur_sigma=(0.1, 2.0),
+      # Kernel side as a fraction of the image side (BYOL/torchvision: ~10%).
+      blur_kernel_fraction=0.1,
+      solarize_prob=solarize_prob,
+      solarize_threshold=0.5,
+  ))
+
+
+def augment_recipe(name: str, image_size: int = 224) -> ml_collections.ConfigDict:
+  """The two-view augmentation recipe.
+
+  Args:
+    name: ``"official"`` (BYOL asymmetric: blur 1.0/0.1, solarize 0.0/0.2),
+      ``"symmetric"`` (the paper's appendix: blur 0.5, solarize 0.1 on both views) or
+      ``"cifar"`` (crop scale (0.2, 1), no blur, as small-image peers use).
+    image_size: side of the square output views in pixels.
+  """
+  if name == "official":
+    view_a, view_b = view_recipe(blur_prob=1.0, solarize_prob=0.0), view_recipe(
+        blur_prob=0.1, solarize_prob=0.2)
+    crop_scale = (0.08, 1.0)
+  elif name == "symmetric":
+    view_a = view_recipe(blur_prob=0.5, solarize_prob=0.1)
+    view_b = view_recipe(blur_prob=0.5, solarize_prob=0.1)
+    crop_scale = (0.08, 1.0)
+  elif name == "cifar":
+    view_a, view_b = view_recipe(blur_prob=0.0, solarize_prob=0.0), view_recipe(
+        blur_prob=0.0, solarize_prob=0.2)
+    crop_scale = (0.2, 1.0)
+  else:
+    raise ValueError(f"Unknown augmentation recipe {name!r}; use 'official', 'symmetric' or 'cifar'.")
+  return ml_collections.ConfigDict(dict(
+      recipe=name,
+      image_size=image_size,
+      crop_scale=crop_scale,
+      crop_ratio=(3 / 4, 4 / 3),
+      mean=IMAGENET_MEAN,
+      std=IMAGENET_STD,
+      view_a=view_a,
+      view_b=view_b,
+  ))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """ImageNet ResNet-50 VICReg with the official hyper-parameters (100-epoch run length)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      arch="resnet50",            # resnet18/34/50/101/152/200
+      width_multiplier=1,         # official widths: 1, 2, 4, 5
+      base_width=64,              # stage-1 width before the multiplier (tests use 4-16)
+      small_stem=False,           # 3x3 stride-1 stem without max-pool for 32-px images
+      expander="8192-8192-8192",  # hidden and output widths; last layer has no bias
+      shared_branches=True,       # False: two independent encoders (paper Table 5)
+      dtype="bfloat16",           # compute dtype; parameters stay float32
+  ))
+
+  c.loss = ml_collections.ConfigDict(dict(
+      sim_coeff=25.0,
+      std_coeff=25.0,
+      cov_coeff=1.0,
+      gamma=1.0,
+      eps=1e-4,
+      variance_reduction="mean",  # "mean": official code (/2); "sum": paper Eq. 6
+      cov_method="auto",          # "auto", "covariance" (d x d) or "gram" (n x n)
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="tfds",              # "tfds", "folder" or "memory"
+      name="imagenet2012",        # tfds name; for "memory": digits, cifar10, cifar100, stl10, npz
+      data_dir="",                # tfds data_dir ("" = tfds default)
+      path="",                    # image folder (source="folder") or .npz file (name="npz")
+      split="train",
+      num_examples=0,             # 0 = read from dataset metadata
+      shuffle_buffer=16384,
+      prefetch_batches=2,
+      threads=0,                  # tf.data private thread pool size; 0 = AUTOTUNE
+  ))
+  c.augment = augment_recipe("official")
+
+  c.optim = ml_collections.ConfigDict(dict(
+      base_lr=0.3,                # 0.2 for 1000 epochs; 0.3 for 100 epochs
+      weight_decay=1e-6,
+      momentum=0.9,
+      trust_coefficient=1e-3,
+      warmup_epochs=10,
+      end_lr_ratio=1e-3,          # final lr = end_lr_ratio * peak lr
+  ))
+
+  c.batch_size = 2048             # global, over all devices and hosts
+  c.epochs = 100
+  c.num_train_steps = 0           # 0 = epochs * steps_per_epoch
+
+  c.distributed = ml_collections.ConfigDict(dict(
+      mode="none",                # "none", "auto" (pods/SLURM) or "manual"
+      coordinator_address="",
+      num_processes=1,
+      process_id=0,
+  ))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      every_steps=1000,
+      max_to_keep=3,
+      async_save=True,
+  ))
+
+  c.log_every_steps = 50
+  c.nonfinite = "stop"            # "stop" or "skip" a step whose loss/gradient is not finite
+
+  c.eval = ml_collections.ConfigDict(dict(
+      knn_every_steps=0,          # 0 = no kNN monitor during pretraining
+      knn_k=20,
+      knn_temperature=0.07,
+      split="test",
+  ))
+  return c

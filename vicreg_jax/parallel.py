@@ -1,0 +1,96 @@
+"""Device mesh, shardings and host-batch to global-array conversion for data parallelism.
+
+One mesh with a single ``data`` axis over every device of every process. Parameters and
+optimizer state are replicated (``P()``); batches are sharded along their leading axis
+(``P('data')``). Everything is plain ``jax.jit`` over global ``jax.Array``s: no ``pmap``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(mode: str, coordinator_address: str = "",
+                           num_processes: int = 1, process_id: int = 0) -> None:
+  """Starts multi-process JAX before any computation.
+
+  Args:
+    mode: ``"none"`` (single process), ``"auto"`` (``jax.distributed.initialize()`` with the
+      cluster auto-detection of TPU pods, SLURM, Open MPI and Kubernetes) or ``"manual"``
+      (hand-started processes; needs the three arguments below).
+    coordinator_address: ``host:port`` of process 0, e.g. ``127.0.0.1:12355``.
+    num_processes: total number of processes.
+    process_id: index of this process in ``[0, num_processes)``.
+  """
+  if mode == "none":
+    return
+  if mode == "auto":
+    jax.distributed.initialize()
+  elif mode == "manual":
+    if not coordinator_address or not 0 <= process_id < num_processes:
+      raise ValueError(
+          "distributed mode 'manual' needs coordinator_address='host:port', num_processes "
+          f">= 1 and 0 <= process_id < num_processes; got {coordinator_address!r}, "
+          f"{num_processes}, {process_id}.")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  else:
+    raise ValueError(f"Unknown distributed mode {mode!r}; use 'none', 'auto' or 'manual'.")
+
+
+def make_mesh(devices: list[Any] | None = None) -> Mesh:
+  """A 1-D mesh named ``data`` over all devices (all processes), with Auto axis semantics.
+
+  Auto (not ``jax.make_mesh``'s Explicit default) lets XLA place the collectives that the
+  global-batch VICReg statistics and SyncBN need without per-op sharding annotations.
+  """
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of a global batch: leading axis split over the ``data`` axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Sharding of parameters, optimizer state and scalars: a full copy on every device."""
+  return NamedSharding(mesh, P())
+
+
+def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
+  """Raises ValueError unless the global batch splits evenly over devices and processes."""
+  devices = mesh.devices.size
+  if global_batch % devices:
+    raise ValueError(
+        f"Global batch size {global_batch} is not divisible by the {devices} devices of the "
+        f"mesh. Set --config.batch_size to a multiple of {devices} "
+        f"(e.g. {max(devices, global_batch // devices * devices)}).")
+
+
+def process_batch_size(global_batch: int, mesh: Mesh) -> int:
+  """Number of examples this process feeds per step (its share of the global batch)."""
+  check_batch_divisible(global_batch, mesh)
+  return global_batch // jax.process_count()
+
+
+def host_to_global(mesh: Mesh, local_batch: Any) -> Any:
+  """Turns this process's slice of a batch (pytree of numpy arrays) into global arrays.
+
+  Each leaf has shape ``[global_batch / process_count, ...]`` on every process; the result
+  has shape ``[global_batch, ...]``, sharded over the ``data`` axis.
+  """
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x),
+                      local_batch)
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+  """Places a pytree (identical on every process) fully replicated on the mesh."""
+  return jax.device_put(tree, replicated(mesh))
