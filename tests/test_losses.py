@@ -142,6 +142,16 @@ def test_covariance_precision_at_d_65536():
   assert rel_err(got, ref) < 1e-6
 
 
+def test_large_normaliser_does_not_overflow_int32():
+  """(n - 1)^2 * d > 2^31 at n = 1024, d = 2100; the term must stay finite and correct."""
+  a, _ = embeddings(8, 1024, 2100)
+  got = jax.jit(losses.covariance_term)(a)
+  xc = a.astype(np.float64) - a.astype(np.float64).mean(0)
+  g = xc @ xc.T
+  ref = ((g ** 2).sum() - ((xc ** 2).sum(0) ** 2).sum()) / (1023.0 ** 2 * 2100)
+  assert rel_err(got, ref) < 1e-5
+
+
 def test_collapsed_embeddings():
   """Constant embeddings: hinge at gamma - sqrt(eps) per dim, no covariance, std 0."""
   z = jnp.ones((8, 16))

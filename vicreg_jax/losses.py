@@ -142,7 +142,8 @@ def covariance_term(z: jax.Array, *, method: CovMethod = "auto",
   n, d = z.shape
   zc = z - jnp.mean(z, axis=0)
   total = _offdiag_sq_sum(zc, resolve_cov_method(n, d, method), precision)
-  return total / ((n - 1) ** 2 * d)
+  # Python float: (n - 1)^2 d exceeds int32 (JAX's default int) from n ~ 512, d ~ 8192.
+  return total / (float(n - 1) ** 2 * d)
 
 
 def gather_batch(z: jax.Array, axis_name: str | None) -> jax.Array:
