@@ -108,6 +108,16 @@ def test_matches_float64_reference(n, d, cov_method, variance_reduction):
     np.testing.assert_allclose(metrics[name + "_weighted"], coeff * metrics[name], rtol=1e-6)
 
 
+@pytest.mark.parametrize("cov_method", ["covariance", "gram"])
+def test_bf16_3x_precision_within_parity_tolerance(cov_method):
+  a, b = embeddings(9, 64, 256)
+  fn = jax.jit(functools.partial(losses.vicreg_loss, cov_method=cov_method, precision="bf16_3x"))
+  loss, _, ga, gb = value_and_grads(fn, a, b)
+  ref, rga, rgb, _ = reference_loss(a, b, **COEFFS)
+  assert rel_err(loss, ref) <= 1e-5
+  assert rel_err(ga, rga) <= 1e-4 and rel_err(gb, rgb) <= 1e-4
+
+
 def test_official_variance_is_half_the_papers():
   a, b = embeddings(1, 16, 8)
   official = losses.vicreg_loss(a, b)[1]["variance"]
@@ -189,6 +199,8 @@ def test_bad_options_raise():
     losses.vicreg_loss(z, z, cov_method="svd")
   with pytest.raises(ValueError, match="variance_reduction"):
     losses.vicreg_loss(z, z, variance_reduction="max")
+  with pytest.raises(ValueError, match="precision must be one of"):
+    losses.vicreg_loss(z, z, precision="tf16")
 
 
 # ----------------------------------------------------------------------------------------
