@@ -91,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
       eps=1e-4,
       variance_reduction="mean",  # "mean": official code (/2); "sum": paper Eq. 6
       cov_method="auto",          # "auto", "covariance" (d x d) or "gram" (n x n)
+      precision="highest",        # covariance matmuls: "highest" (exact f32) or "bf16_3x"
   ))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -140,5 +141,44 @@ def base_config() -> ml_collections.ConfigDict:
       knn_k=20,
       knn_temperature=0.07,
       split="test",
+      compare_random=False,       # after training: kNN/linear probe vs a random encoder
   ))
   return c
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise ValueError(f"Invalid config: {message}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks values that would otherwise fail late (after compiling) or silently misbehave.
+
+  Raises:
+    ValueError naming the offending ``--config.<key>`` and what to set instead.
+  """
+  _require(c.batch_size >= 2, f"--config.batch_size={c.batch_size}; VICReg needs >= 2 "
+           "samples per step (variance and covariance are batch statistics).")
+  _require(c.epochs > 0 or c.num_train_steps > 0,
+           "set --config.epochs or --config.num_train_steps to a positive number.")
+  _require(c.data.source in ("tfds", "folder", "memory"),
+           f"--config.data.source={c.data.source!r}; use 'tfds', 'folder' or 'memory'.")
+  _require(c.data.source != "folder" or bool(c.data.path),
+           "--config.data.source=folder needs --config.data.path=<folder of class sub-folders>.")
+  _require(c.model.dtype in ("float32", "bfloat16", "float16"),
+           f"--config.model.dtype={c.model.dtype!r}; use 'float32', 'bfloat16' or 'float16'.")
+  _require(c.loss.variance_reduction in ("mean", "sum"),
+           f"--config.loss.variance_reduction={c.loss.variance_reduction!r}; use 'mean' "
+           "(official code) or 'sum' (paper).")
+  _require(c.loss.cov_method in ("auto", "covariance", "gram"),
+           f"--config.loss.cov_method={c.loss.cov_method!r}; use 'auto', 'covariance' or 'gram'.")
+  _require(c.nonfinite in ("stop", "skip"),
+           f"--config.nonfinite={c.nonfinite!r}; use 'stop' or 'skip'.")
+  _require(c.checkpoint.every_steps > 0 and c.checkpoint.max_to_keep > 0,
+           "--config.checkpoint.every_steps and --config.checkpoint.max_to_keep must be > 0.")
+  _require(c.log_every_steps > 0, "--config.log_every_steps must be > 0.")
+  for name in ("view_a", "view_b"):
+    view = c.augment[name]
+    for key in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob"):
+      _require(0.0 <= view[key] <= 1.0,
+               f"--config.augment.{name}.{key}={view[key]} is not a probability in [0, 1].")

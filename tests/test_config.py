@@ -1,0 +1,56 @@
+"""Recipe files load, validate, and invalid values are rejected with the key to fix."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from vicreg_jax import config as config_lib
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def load(name: str, variant: str = ""):
+  spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+@pytest.mark.parametrize("name,variant", [
+    ("imagenet_resnet50", ""), ("imagenet_resnet50", "ep100"), ("cifar10_resnet18", ""),
+    ("demo", ""), ("demo", "tiny")])
+def test_recipes_validate(name, variant):
+  config_lib.validate(load(name, variant))
+
+
+def test_paper_recipe_numbers():
+  c = load("imagenet_resnet50")
+  assert (c.epochs, c.batch_size, c.optim.base_lr, c.model.expander) == (
+      1000, 2048, 0.2, "8192-8192-8192")
+  assert (c.loss.sim_coeff, c.loss.std_coeff, c.loss.cov_coeff) == (25.0, 25.0, 1.0)
+  assert load("imagenet_resnet50", "ep100").optim.base_lr == 0.3
+  assert c.augment.view_a.blur_prob == 1.0 and c.augment.view_b.solarize_prob == 0.2
+
+
+def test_unknown_variant_is_rejected():
+  with pytest.raises(ValueError, match="Unknown variant"):
+    load("demo", "huge")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("batch_size", 1, "batch_size"),
+    ("nonfinite", "ignore", "nonfinite"),
+    ("data.source", "s3", "data.source"),
+    ("loss.cov_method", "svd", "cov_method"),
+    ("augment.view_b.blur_prob", 1.5, "blur_prob"),
+])
+def test_invalid_values_name_the_key(key, value, match):
+  c = config_lib.base_config()
+  node = c
+  *parents, leaf = key.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=match):
+    config_lib.validate(c)
