@@ -1,0 +1,120 @@
+"""The pretraining step and loop: sharding invariance, learning, checkpoints, resume."""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from vicreg_jax import checkpoint, models, optim, parallel, train
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def tiny_config(**overrides):
+  spec = importlib.util.spec_from_file_location("demo", CONFIG_DIR / "demo.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("tiny")
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def build(config, mesh):
+  model = models.create_model(config.model)
+  tx, schedule = optim.create_optimizer(config.optim, global_batch=config.batch_size,
+                                        steps_per_epoch=4, total_steps=40)
+  state = train.init_train_state(config, model, tx, mesh)
+  step = train.compile_train_step(train.make_train_step(config, model, tx, schedule), mesh)
+  return state, step
+
+
+def random_batches(config, n):
+  rng = np.random.default_rng(0)
+  shape = (config.batch_size, config.augment.image_size, config.augment.image_size, 3)
+  return [{k: rng.integers(0, 256, shape, dtype=np.uint8) for k in ("view_a", "view_b")}
+          for _ in range(n)]
+
+
+def rel_diff(a, b):
+  leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / (np.max(np.abs(np.asarray(y))) + 1e-12))
+             for x, y in leaves)
+
+
+def test_sharded_step_equals_single_device_step():
+  """8-way data parallel steps give the parameters of 1-device steps on the same batches."""
+  config = tiny_config()
+  batches = random_batches(config, 2)
+  params = {}
+  for n_dev in (1, 8):
+    mesh = parallel.make_mesh(jax.devices()[:n_dev])
+    state, step = build(config, mesh)
+    for b in batches:
+      state, metrics = step(state, parallel.host_to_global(mesh, b))
+    assert np.isfinite(float(metrics["loss"]))
+    params[n_dev] = jax.device_get(state.params)
+    stats = jax.device_get(state.batch_stats)
+  assert rel_diff(params[8], params[1]) <= 1e-5
+  assert jax.tree.leaves(stats)  # BN statistics are part of the state
+
+
+def test_nonfinite_update_is_dropped_and_recorded():
+  config = tiny_config()
+  mesh = parallel.make_mesh()
+  state, step = build(config, mesh)
+  before = jax.device_get(state.params)
+  poisoned = jax.tree.map(lambda p: p * np.nan, state.params)
+  state = state.replace(params=jax.tree.map(lambda p, q: p.at[...].set(q), state.params, poisoned))
+  batch = parallel.host_to_global(mesh, random_batches(config, 1)[0])
+  new_state, metrics = step(state, batch)
+  assert int(new_state.first_nonfinite_step) == 0 and int(new_state.nonfinite_steps) == 1
+  message = train.nonfinite_message(new_state)
+  assert "step 0" in message and "loss=nan" in message
+  del before
+
+
+def test_loop_learns_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
+  """A run stopped after k steps and restarted ends with the uninterrupted run's parameters."""
+  config = tiny_config(num_train_steps=8)
+  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+
+  class StopAfter:
+    """Pretends a SIGTERM arrives after 3 steps."""
+    checks = 0
+
+    def __init__(self):
+      pass
+
+    @property
+    def requested(self):
+      StopAfter.checks += 1
+      return StopAfter.checks > 3
+
+  monkeypatch.setattr(train, "StopRequested", StopAfter)
+  first = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert int(first.state.step) < 8
+  monkeypatch.undo()
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert int(resumed.state.step) == 8
+  for x, y in zip(jax.tree.leaves(jax.device_get(full.state)),
+                  jax.tree.leaves(jax.device_get(resumed.state))):
+    np.testing.assert_array_equal(x, y)  # bit for bit on CPU
+
+  lines = [json.loads(l) for l in open(tmp_path / "full" / "metrics.jsonl")]
+  assert [l["step"] for l in lines] == [2, 4, 6, 8]
+  assert all(np.isfinite(l["loss"]) for l in lines)
+  assert sorted(os.listdir(tmp_path / "full" / checkpoint.CHECKPOINT_DIR))[-1] == "8"
+
+
+def test_batch_not_divisible_by_devices_fails_before_compiling(tmp_path):
+  with pytest.raises(ValueError, match="multiple of 8"):
+    train.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path))

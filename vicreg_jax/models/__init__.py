@@ -1,0 +1,9 @@
+"""Encoders and the VICReg joint-embedding model (Flax Linen)."""
+
+from vicreg_jax.models.expander import Expander, parse_spec
+from vicreg_jax.models.resnet import ResNet, representation_dim, resnet
+from vicreg_jax.models.vicreg import (VICReg, backbone_options, backbone_variables,
+                                      create_backbone, create_model)
+
+__all__ = ["Expander", "ResNet", "VICReg", "backbone_options", "backbone_variables",
+           "create_backbone", "create_model", "parse_spec", "representation_dim", "resnet"]

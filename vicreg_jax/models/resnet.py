@@ -1,0 +1,139 @@
+"""ResNets identical to the official VICReg ``resnet.py``: v1.5 bottlenecks, no classifier.
+
+Layer for layer the same function as the PyTorch model: symmetric padding (7x7/2 stem pad 3,
+3x3 convs pad 1, 3x3/2 max-pool pad 1), kaiming-normal fan-out conv init, zero-initialised
+last BatchNorm scale in every residual block, BatchNorm momentum 0.9 (PyTorch 0.1) and eps
+1e-5. ``width_multiplier`` widens every layer like the official x2/x4/x5 models. Module
+names mirror the PyTorch state-dict keys with ``_`` for ``.`` (``conv1``, ``bn1``,
+``layer1_0_conv1``, ``layer1_0_downsample_0``) so that weights convert by renaming alone.
+
+Output: the global-average-pooled representation, float32 [n, representation_dim].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+STAGE_SIZES = {
+    "resnet18": (2, 2, 2, 2),
+    "resnet34": (3, 4, 6, 3),
+    "resnet50": (3, 4, 6, 3),
+    "resnet101": (3, 4, 23, 3),
+    "resnet152": (3, 8, 36, 3),
+    "resnet200": (3, 24, 36, 3),
+}
+BOTTLENECK_ARCHS = ("resnet50", "resnet101", "resnet152", "resnet200")
+BOTTLENECK_EXPANSION = 4
+BN_MOMENTUM = 0.9   # = PyTorch momentum 0.1
+BN_EPSILON = 1e-5
+# PyTorch kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def check_arch(arch: str) -> None:
+  if arch not in STAGE_SIZES:
+    raise ValueError(f"Unknown arch {arch!r}; choose one of {sorted(STAGE_SIZES)}.")
+
+
+def representation_dim(arch: str, width_multiplier: int = 1, base_width: int = 64) -> int:
+  """Width of the pooled representation (2048 for ResNet-50, 4096 for x2, 512 for ResNet-18)."""
+  check_arch(arch)
+  expansion = BOTTLENECK_EXPANSION if arch in BOTTLENECK_ARCHS else 1
+  return base_width * width_multiplier * 8 * expansion
+
+
+class _Layers:
+  """Conv/BN/pool factories for ``spatial_dims``-D inputs with PyTorch's explicit padding."""
+
+  def __init__(self, spatial_dims: int, dtype, train: bool, bn_axis_name: str | None):
+    self.d = spatial_dims
+    self.dtype = dtype
+    self.train = train
+    self.bn_axis_name = bn_axis_name
+
+  def conv(self, features: int, kernel: int, stride: int, name: str) -> nn.Conv:
+    pad = (kernel - 1) // 2
+    return nn.Conv(features, (kernel,) * self.d, (stride,) * self.d,
+                   padding=((pad, pad),) * self.d, use_bias=False, dtype=self.dtype,
+                   kernel_init=conv_init, name=name)
+
+  def norm(self, name: str, zero_scale: bool = False) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not self.train, momentum=BN_MOMENTUM,
+                        epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.bn_axis_name,
+                        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+                        name=name)
+
+  def max_pool(self, x):
+    return nn.max_pool(x, (3,) * self.d, (2,) * self.d, padding=((1, 1),) * self.d)
+
+
+def _block(layers: _Layers, x, width: int, stride: int, bottleneck: bool, prefix: str):
+  """One residual block; ``width`` is the inner width (the output is ``width * expansion``)."""
+  out_features = width * (BOTTLENECK_EXPANSION if bottleneck else 1)
+  residual = x
+  if bottleneck:
+    y = nn.relu(layers.norm(f"{prefix}_bn1")(layers.conv(width, 1, 1, f"{prefix}_conv1")(x)))
+    y = nn.relu(layers.norm(f"{prefix}_bn2")(layers.conv(width, 3, stride, f"{prefix}_conv2")(y)))
+    y = layers.norm(f"{prefix}_bn3", zero_scale=True)(layers.conv(out_features, 1, 1, f"{prefix}_conv3")(y))
+  else:
+    y = nn.relu(layers.norm(f"{prefix}_bn1")(layers.conv(width, 3, stride, f"{prefix}_conv1")(x)))
+    y = layers.norm(f"{prefix}_bn2", zero_scale=True)(layers.conv(width, 3, 1, f"{prefix}_conv2")(y))
+  if stride != 1 or x.shape[-1] != out_features:
+    residual = layers.norm(f"{prefix}_downsample_1")(
+        layers.conv(out_features, 1, stride, f"{prefix}_downsample_0")(x))
+  return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+  """Official-layout ResNet trunk without classifier.
+
+  Attributes:
+    stage_sizes: blocks per stage, e.g. (3, 4, 6, 3).
+    bottleneck: bottleneck (ResNet-50+) or basic (ResNet-18/34) blocks.
+    width_multiplier: official widen factor (1, 2, 4, 5).
+    base_width: stage-1 width before the multiplier (64 official).
+    small_stem: 3x3 stride-1 stem without max-pool, for 32-px images.
+    spatial_dims: 2 for images [n, h, w, c], 1 for signals [n, t, c].
+    dtype: computation dtype (parameters stay float32).
+    bn_axis_name: mapped axis for BatchNorm statistics inside shard_map/pmap (None under jit).
+  """
+  stage_sizes: Sequence[int]
+  bottleneck: bool
+  width_multiplier: int = 1
+  base_width: int = 64
+  small_stem: bool = False
+  spatial_dims: int = 2
+  dtype: jnp.dtype = jnp.float32
+  bn_axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    layers = _Layers(self.spatial_dims, self.dtype, train, self.bn_axis_name)
+    width = self.base_width * self.width_multiplier
+    x = jnp.asarray(x, self.dtype)
+    if self.small_stem:
+      x = nn.relu(layers.norm("bn1")(layers.conv(width, 3, 1, "conv1")(x)))
+    else:
+      x = nn.relu(layers.norm("bn1")(layers.conv(width, 7, 2, "conv1")(x)))
+      x = layers.max_pool(x)
+    for i, blocks in enumerate(self.stage_sizes):
+      for j in range(blocks):
+        stride = 2 if i > 0 and j == 0 else 1
+        x = _block(layers, x, width * 2**i, stride, self.bottleneck, f"layer{i + 1}_{j}")
+    return jnp.mean(x, axis=tuple(range(1, 1 + self.spatial_dims))).astype(jnp.float32)
+
+
+def resnet(arch: str, *, width_multiplier: int = 1, base_width: int = 64,
+           small_stem: bool = False, spatial_dims: int = 2, dtype=jnp.float32,
+           bn_axis_name: str | None = None) -> ResNet:
+  """Builds ``resnet18/34/50/101/152/200`` (ValueError for other names)."""
+  check_arch(arch)
+  if spatial_dims not in (1, 2):
+    raise ValueError(f"spatial_dims must be 1 (signals) or 2 (images); got {spatial_dims}.")
+  return ResNet(stage_sizes=STAGE_SIZES[arch], bottleneck=arch in BOTTLENECK_ARCHS,
+                width_multiplier=width_multiplier, base_width=base_width,
+                small_stem=small_stem, spatial_dims=spatial_dims, dtype=dtype,
+                bn_axis_name=bn_axis_name)

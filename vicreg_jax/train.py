@@ -1,0 +1,233 @@
+"""Pretraining: train state, the jit-compiled data-parallel VICReg step, and the training loop.
+
+One batch, from config to checkpoint: ``create_view_source`` yields global uint8 view pairs
+sharded over the mesh; ``train_step`` (one ``jax.jit``, state donated) augments both views on
+the device, runs each view through the network separately (per-view BatchNorm; global batch
+statistics = SyncBN, since the arrays are global), computes ``vicreg_loss`` on the global
+batch in float32, applies LARS and returns float32 metrics; the loop logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vicreg_jax import checkpoint, losses, metrics as metrics_lib, parallel
+from vicreg_jax import config as config_lib
+from vicreg_jax import data, models, optim, workdir as workdir_lib
+from vicreg_jax.data import augment
+
+# Values recorded at the first non-finite step, in this order, to name the offending term.
+NONFINITE_FIELDS = ("loss", "invariance", "variance", "covariance", "grad_norm")
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that evolves during pretraining (all arrays, replicated on the mesh).
+
+  Attributes:
+    step: i32[] number of steps taken (= batches consumed).
+    params: float32 parameter pytree of the VICReg model.
+    batch_stats: BatchNorm running statistics.
+    opt_state: LARS state (momentum, schedule count).
+    rng: u32[2] raw key data; step ``s`` uses ``fold_in(rng, s)``.
+    nonfinite_steps: i32[] steps whose update was dropped for a non-finite loss/gradient.
+    first_nonfinite_step: i32[], -1 while every step was finite.
+    nonfinite_record: f32[5] ``NONFINITE_FIELDS`` at the first non-finite step.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+  nonfinite_steps: jax.Array
+  first_nonfinite_step: jax.Array
+  nonfinite_record: jax.Array
+
+
+def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Keyword arguments of :func:`vicreg_jax.vicreg_loss` from ``config.loss``."""
+  return dict(loss_config)
+
+
+def init_train_state(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
+                     mesh) -> TrainState:
+  """Initialises parameters from ``config.seed``, replicated on ``mesh``."""
+  size = config.augment.image_size
+  dummy = jnp.zeros((2, size, size, 3), jnp.float32)
+
+  def init(key):
+    variables = model.init(key, dummy, dummy, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+        rng=jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
+        nonfinite_steps=jnp.zeros((), jnp.int32),
+        first_nonfinite_step=jnp.full((), -1, jnp.int32),
+        nonfinite_record=jnp.zeros((len(NONFINITE_FIELDS),), jnp.float32))
+
+  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_key)
+
+
+def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple]:
+  """Returns the pure ``train_step(state, batch) -> (state, metrics)``.
+
+  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays. A step whose loss or
+  gradient is not finite leaves params, BN statistics and optimizer state unchanged and is
+  counted; with ``config.nonfinite == "stop"`` the state freezes from the first one on, so
+  the loop can stop with the last good state.
+  """
+  kwargs = loss_kwargs(config.loss)
+  freeze_after_nonfinite = config.nonfinite == "stop"
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    view_a, view_b = augment.augment_pair(key, batch["view_a"], batch["view_b"], config.augment)
+
+    def loss_fn(params):
+      out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                 view_a, view_b, train=True, mutable=["batch_stats"])
+      loss, terms = losses.vicreg_loss(out["embedding_a"], out["embedding_b"], **kwargs)
+      return loss, (terms, updates["batch_stats"])
+
+    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    first_bad = state.first_nonfinite_step < 0
+    apply = finite & (first_bad | (not freeze_after_nonfinite))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+    record = jnp.stack([loss, terms["invariance"], terms["variance"], terms["covariance"],
+                        grad_norm]).astype(jnp.float32)
+    newly_bad = (~finite) & first_bad
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+        first_nonfinite_step=jnp.where(newly_bad, state.step, state.first_nonfinite_step),
+        nonfinite_record=jnp.where(newly_bad, record, state.nonfinite_record))
+    step_metrics = dict(terms, lr=schedule(state.step), grad_norm=grad_norm,
+                        param_norm=optax.tree.norm(new_state.params),
+                        nonfinite_steps=new_state.nonfinite_steps.astype(jnp.float32))
+    return new_state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), step_metrics)
+
+  return train_step
+
+
+def compile_train_step(train_step, mesh) -> Callable:
+  """``jax.jit`` of the step: state donated and kept replicated, metrics replicated."""
+  return jax.jit(train_step, donate_argnums=0,
+                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+
+
+def nonfinite_message(state: TrainState) -> str:
+  """Names the first non-finite step and which recorded quantities were not finite."""
+  record = np.asarray(state.nonfinite_record)
+  bad = [f"{name}={value}" for name, value in zip(NONFINITE_FIELDS, record)
+         if not np.isfinite(value)]
+  return (f"Non-finite value at step {int(state.first_nonfinite_step)}: {', '.join(bad)}. "
+          "The update was not applied; the checkpoints hold the last good state. Lower "
+          "--config.optim.base_lr, check the input data, or set --config.nonfinite=skip.")
+
+
+class TrainResult(NamedTuple):
+  """What :func:`train_and_evaluate` hands back: final state, last logged metrics, model."""
+  state: TrainState
+  metrics: dict[str, float]
+  model: Any
+
+
+class StopRequested:
+  """Set by SIGTERM/SIGINT (preemption): the loop saves a checkpoint and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, self._handle)
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+    self.requested = True
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+  """Pretrains (resuming from ``workdir`` if it holds checkpoints); returns the final state.
+
+  Validates the config and the device count before anything compiles, and holds the workdir
+  lock (process 0) for the whole run.
+  """
+  config_lib.validate(config)
+  parallel.initialize_distributed(**config.distributed)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divisible(config.batch_size, mesh)
+  os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.exclusive(workdir, enabled=jax.process_index() == 0):
+    return _train(config, workdir, mesh)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult:
+  manager = checkpoint.create_manager(workdir, config.checkpoint)
+  model = models.create_model(config.model)
+  start_step = manager.latest_step() or 0
+  source = data.create_view_source(config, mesh, start_step=start_step)
+  total_steps = config.num_train_steps or config.epochs * source.steps_per_epoch
+  tx, schedule = optim.create_optimizer(
+      config.optim, global_batch=config.batch_size, steps_per_epoch=source.steps_per_epoch,
+      total_steps=total_steps)
+  state = init_train_state(config, model, tx, mesh)
+  if start_step:
+    restored, restored_step = checkpoint.restore_latest(manager, state, config, workdir)
+    state = restored if restored is not None else state
+    if restored_step != start_step:
+      source = data.create_view_source(config, mesh, start_step=restored_step)
+    start_step = restored_step
+    logging.info("Resumed from step %d in %s.", start_step, workdir)
+
+  step_fn = compile_train_step(make_train_step(config, model, tx, schedule), mesh)
+  writer = metrics_lib.MetricWriter(workdir)
+  progress = metrics_lib.Progress(total_steps, config.batch_size, start_step)
+  stop = StopRequested()
+  last = {}
+  try:
+    for step in range(start_step, total_steps):
+      state, step_metrics = step_fn(state, next(source))
+      done = step + 1
+      stop_now = stop.requested or manager.reached_preemption(done)
+      save_now = stop_now or done == total_steps or manager.should_save(done)
+      log_now = done % config.log_every_steps == 0 or done == total_steps or stop_now
+      if (save_now or log_now) and config.nonfinite == "stop":
+        # Checked before saving, so no checkpoint is ever written after a non-finite step.
+        if int(state.first_nonfinite_step) >= 0:
+          raise FloatingPointError(nonfinite_message(state))
+      if log_now:
+        last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        writer.write(done, last)
+        if progress.is_active:
+          print(progress.line(done, last), flush=True)
+      if save_now:
+        checkpoint.save(manager, done, state, config, force=True)
+      if stop_now:
+        logging.warning("Stopped at step %d; rerun the same command to resume.", done)
+        break
+  finally:
+    manager.wait_until_finished()
+    writer.close()
+  return TrainResult(state, last, model)
