@@ -16,7 +16,7 @@ def get_config(variant: str = ""):
   c.augment = augment_recipe("cifar", image_size=16)
   c.model.arch = "resnet18"
   c.model.small_stem = True
-  c.model.base_width = 16
+  c.model.base_width = 8
   c.model.expander = "512-512-512"
   c.model.dtype = "float32"        # bf16 is emulated (slow) on most CPUs
   c.batch_size = 256

@@ -142,6 +142,15 @@ def base_config() -> ml_collections.ConfigDict:
       knn_temperature=0.07,
       split="test",
       compare_random=False,       # after training: kNN/linear probe vs a random encoder
+      feature_batch=512,          # images per forward pass when extracting features
+      linear=ml_collections.ConfigDict(dict(  # paper's linear-probe protocol (App. C.2)
+          lr=0.02,
+          momentum=0.9,
+          weight_decay=1e-6,
+          batch_size=256,
+          epochs=100,
+          init_std=0.01,
+      )),
   ))
   return c
 

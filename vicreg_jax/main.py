@@ -7,11 +7,11 @@ same command resumes from the latest checkpoint in the workdir.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from vicreg_jax import workdir as workdir_lib
@@ -47,7 +47,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so that --help and flag errors do not pay for initialising JAX.
   from vicreg_jax import report, train  # pylint: disable=g-import-not-at-top
-  logging.getLogger().setLevel(logging.INFO)
+  # Orbax logs every checkpoint phase at INFO through absl; keep the console to our lines.
+  absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     check_workdir_writable(FLAGS.workdir)
     result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
