@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vicreg_jax import checkpoint, losses, metrics as metrics_lib, parallel
+from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, parallel
 from vicreg_jax import config as config_lib
 from vicreg_jax import data, models, optim, workdir as workdir_lib
 from vicreg_jax.data import augment
@@ -230,4 +230,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult
   finally:
     manager.wait_until_finished()
     writer.close()
+  if int(state.step) == total_steps:
+    out = export.export_backbone({"params": state.params, "batch_stats": state.batch_stats},
+                                 config.model, os.path.join(workdir, export.EXPORT_DIR),
+                                 step=total_steps)
+    logging.info("Exported the backbone to %s.", out)
   return TrainResult(state, last, model)
