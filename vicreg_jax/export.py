@@ -23,6 +23,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import app, flags
+from absl import logging as absl_logging
 from flax import serialization
 
 from vicreg_jax import checkpoint, interop, models
@@ -85,17 +86,22 @@ def import_weights(path: str, model_config: ml_collections.ConfigDict, out_dir: 
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Pretraining workdir to export from (or import into).")
-flags.DEFINE_integer("step", None, "Checkpoint step to export (default: latest).")
-flags.DEFINE_string("branch", "a", "Branch whose backbone to export ('a' or 'b').")
-flags.DEFINE_string("out", None, "Output folder (default: <workdir>/export).")
-flags.DEFINE_string("import_weights", None, "A .pth/.safetensors ResNet to import instead.")
-flags.DEFINE_string("arch", "resnet50", "Architecture of --import_weights.")
-flags.DEFINE_integer("width_multiplier", 1, "Width multiplier of --import_weights.")
+
+
+def define_flags() -> None:
+  """Command-line flags; defined only when run as a program, since training imports this."""
+  flags.DEFINE_string("workdir", None, "Pretraining workdir to export from.")
+  flags.DEFINE_integer("step", None, "Checkpoint step to export (default: latest).")
+  flags.DEFINE_string("branch", "a", "Branch whose backbone to export ('a' or 'b').")
+  flags.DEFINE_string("out", None, "Output folder (default: <workdir>/export).")
+  flags.DEFINE_string("import_weights", None, "A .pth/.safetensors ResNet to import instead.")
+  flags.DEFINE_string("arch", "resnet50", "Architecture of --import_weights.")
+  flags.DEFINE_integer("width_multiplier", 1, "Width multiplier of --import_weights.")
 
 
 def main(argv):
   del argv
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs each restore phase at INFO
   if not FLAGS.workdir and not FLAGS.out:
     sys.exit("error: pass --workdir (or --out for --import_weights).")
   out_dir = FLAGS.out or os.path.join(FLAGS.workdir, EXPORT_DIR)
@@ -112,4 +118,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -28,7 +28,7 @@ from vicreg_jax import data, models, optim, workdir as workdir_lib
 from vicreg_jax.data import augment
 
 # Values recorded at the first non-finite step, in this order, to name the offending term.
-NONFINITE_FIELDS = ("loss", "invariance", "variance", "covariance", "grad_norm")
+NONFINITE_FIELDS = ("loss", "invariance", "variance", "covariance", "grad_norm", "update_norm")
 
 
 @flax.struct.dataclass
@@ -43,7 +43,7 @@ class TrainState:
     rng: u32[2] raw key data; step ``s`` uses ``fold_in(rng, s)``.
     nonfinite_steps: i32[] steps whose update was dropped for a non-finite loss/gradient.
     first_nonfinite_step: i32[], -1 while every step was finite.
-    nonfinite_record: f32[5] ``NONFINITE_FIELDS`` at the first non-finite step.
+    nonfinite_record: f32[6] ``NONFINITE_FIELDS`` at the first non-finite step.
   """
   step: jax.Array
   params: Any
@@ -85,8 +85,8 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                     schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple]:
   """Returns the pure ``train_step(state, batch) -> (state, metrics)``.
 
-  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays. A step whose loss or
-  gradient is not finite leaves params, BN statistics and optimizer state unchanged and is
+  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays. A step whose loss,
+  gradient or update is not finite leaves params, BN statistics and optimizer state unchanged and is
   counted; with ``config.nonfinite == "stop"`` the state freezes from the first one on, so
   the loop can stop with the last good state.
   """
@@ -108,13 +108,14 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
+    update_norm = optax.tree.norm(updates)
 
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
     first_bad = state.first_nonfinite_step < 0
     apply = finite & (first_bad | (not freeze_after_nonfinite))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
     record = jnp.stack([loss, terms["invariance"], terms["variance"], terms["covariance"],
-                        grad_norm]).astype(jnp.float32)
+                        grad_norm, update_norm]).astype(jnp.float32)
     newly_bad = (~finite) & first_bad
     new_state = state.replace(
         step=state.step + 1,

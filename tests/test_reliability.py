@@ -1,0 +1,210 @@
+"""Fault tolerance with real processes: SIGKILL/SIGTERM and resume, damaged checkpoints,
+non-finite steps, input validation of the CLI, and a two-process (two-host) run."""
+
+import importlib.util
+import os
+import pathlib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from vicreg_jax import checkpoint, optim, train
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TINY = [f"--config={ROOT}/configs/demo.py:tiny"]
+TIMEOUT = 300
+
+
+def env(devices=1, cache=None):
+  e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
+           TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+  if cache:
+    e.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return e
+
+
+def main_cmd(workdir, *flags):
+  return [sys.executable, "-m", "vicreg_jax.main", *TINY, f"--workdir={workdir}", *flags]
+
+
+def run_main(workdir, *flags, devices=1, cache=None):
+  return subprocess.run(main_cmd(workdir, *flags), env=env(devices, cache), capture_output=True,
+                        text=True, timeout=TIMEOUT, cwd=ROOT)
+
+
+def complete_steps(workdir):
+  d = pathlib.Path(workdir) / checkpoint.CHECKPOINT_DIR
+  return sorted(int(p.name) for p in d.glob("*") if p.name.isdigit()) if d.exists() else []
+
+
+def wait_for_checkpoint(proc, workdir, min_step):
+  deadline = time.time() + TIMEOUT
+  while time.time() < deadline and proc.poll() is None:
+    if any(s >= min_step for s in complete_steps(workdir)):
+      return
+    time.sleep(0.05)
+  raise AssertionError(f"no checkpoint >= {min_step} appeared: {proc.communicate()}")
+
+
+def exported(workdir):
+  data = (pathlib.Path(workdir) / "export" / "backbone.msgpack").read_bytes()
+  return jax.tree.leaves(serialization.msgpack_restore(data))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+RUN = ["--config.num_train_steps=40", "--config.checkpoint.every_steps=4",
+       "--config.log_every_steps=4"]
+
+
+def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, cache):
+  full = run_main(tmp_path / "full", *RUN, cache=cache)
+  assert full.returncode == 0, full.stderr[-2000:]
+  proc = subprocess.Popen(main_cmd(tmp_path / "killed", *RUN), env=env(1, cache), cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  wait_for_checkpoint(proc, tmp_path / "killed", 4)
+  time.sleep(random.uniform(0.0, 0.3))
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert complete_steps(tmp_path / "killed")[-1] < 40  # really interrupted
+  again = run_main(tmp_path / "killed", *RUN, cache=cache)  # same command: resumes
+  assert again.returncode == 0, again.stderr[-2000:]
+  for a, b in zip(exported(tmp_path / "full"), exported(tmp_path / "killed")):
+    np.testing.assert_array_equal(a, b)  # bit for bit on CPU
+
+
+def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, cache):
+  flags = ["--config.num_train_steps=100000", "--config.checkpoint.every_steps=50000",
+           "--config.log_every_steps=50000"]
+  proc = subprocess.Popen(main_cmd(tmp_path, *flags), env=env(1, cache), cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  wait_for_checkpoint(proc, tmp_path, 1)  # the first step is always saved
+  time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=TIMEOUT)
+  assert proc.returncode == 0 and "rerun the same command to resume" in err
+  assert complete_steps(tmp_path)[-1] > 1  # saved at the step where it stopped
+  assert not (tmp_path / "run.lock").exists()
+
+
+def tiny_config(**kw):
+  spec = importlib.util.spec_from_file_location("demo", ROOT / "configs" / "demo.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("tiny")
+  c.checkpoint.max_to_keep = 3
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+def test_damaged_latest_checkpoint_falls_back_and_incompatible_config_is_refused(tmp_path,
+                                                                                caplog):
+  train.train_and_evaluate(tiny_config(num_train_steps=8), str(tmp_path))
+  assert complete_steps(tmp_path) == [4, 6, 8]
+  state_dir = tmp_path / checkpoint.CHECKPOINT_DIR / "8" / "state"
+  for f in state_dir.rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[:10])  # truncate every file of the latest step
+  result = train.train_and_evaluate(tiny_config(num_train_steps=10), str(tmp_path))
+  assert "unreadable" in caplog.text and int(result.state.step) == 10
+  assert complete_steps(tmp_path)[-1] == 10
+
+  other = tiny_config(num_train_steps=12)
+  other.model.arch = "resnet34"
+  before = sorted(p.name for p in (tmp_path / checkpoint.CHECKPOINT_DIR).iterdir())
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="config.model"):
+    train.train_and_evaluate(other, str(tmp_path))
+  assert sorted(p.name for p in (tmp_path / checkpoint.CHECKPOINT_DIR).iterdir()) == before
+
+
+def nan_from_step(k, monkeypatch):
+  """The learning rate becomes NaN from step k on (so the update is not finite)."""
+  real = optim.create_optimizer
+
+  def poisoned(*args, **kwargs):
+    _, schedule = real(*args, **kwargs)
+    bad = lambda step: jnp.where(step >= k, jnp.nan, schedule(step))
+    return optim.lars(bad), bad
+
+  monkeypatch.setattr(train.optim, "create_optimizer", poisoned)
+
+
+def test_nonfinite_step_stops_with_last_good_checkpoint_intact(tmp_path, monkeypatch):
+  nan_from_step(5, monkeypatch)
+  with pytest.raises(FloatingPointError, match="step 5: update_norm=nan"):
+    train.train_and_evaluate(tiny_config(num_train_steps=10), str(tmp_path))
+  steps = complete_steps(tmp_path)
+  assert steps and steps[-1] <= 5
+  monkeypatch.undo()
+  resumed = train.train_and_evaluate(tiny_config(num_train_steps=10), str(tmp_path))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(resumed.state.params)))
+
+
+def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path, monkeypatch):
+  nan_from_step(7, monkeypatch)
+  result = train.train_and_evaluate(tiny_config(num_train_steps=10, nonfinite="skip"),
+                                    str(tmp_path))
+  assert int(result.state.nonfinite_steps) == 3  # steps 7, 8, 9
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(result.state.params)))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--config.optim.lrr=0.5"], "lrr"),
+    (["--config.batch_size=1"], "batch_size"),
+    (["--config.data.source=s3"], "data.source"),
+])
+def test_cli_rejects_bad_input_before_compiling(tmp_path, flags, message):
+  result = run_main(tmp_path, *flags)
+  assert result.returncode != 0 and message in result.stderr
+  assert not (tmp_path / checkpoint.CHECKPOINT_DIR).exists()
+
+
+def test_cli_rejects_unwritable_workdir_and_indivisible_batch(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  result = run_main(blocker / "sub")
+  assert result.returncode != 0 and "not writable" in result.stderr
+  result = run_main(tmp_path / "w", "--config.batch_size=6", devices=4)
+  assert result.returncode != 0 and "multiple of 4" in result.stderr
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_and_resume_in_one(tmp_path, cache):
+  flags = ["--config.num_train_steps=6", "--config.checkpoint.every_steps=3"]
+  one = run_main(tmp_path / "one", *flags, devices=4, cache=cache)
+  assert one.returncode == 0, one.stderr[-2000:]
+  port = free_port()
+  procs = [subprocess.Popen(
+      main_cmd(tmp_path / "two", *flags, "--config.distributed.mode=manual",
+               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
+      env=env(2, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+  for a, b in zip(exported(tmp_path / "two"), exported(tmp_path / "one")):
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b))  # relative to the leaf's scale
+  # The two-process checkpoints restore in a one-process run with the same 4-device mesh.
+  more = run_main(tmp_path / "two", "--config.num_train_steps=8",
+                  "--config.checkpoint.every_steps=3", devices=4, cache=cache)
+  assert more.returncode == 0, more.stderr[-2000:]
+  assert complete_steps(tmp_path / "two")[-1] == 8
