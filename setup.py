@@ -27,6 +27,8 @@ setuptools.setup(
         # Offline demo dataset (bundled digits).
         "scikit-learn",
         "safetensors",
+        # TensorBoard scalars without TensorFlow.
+        "tensorboardX",
     ],
     extras_require={
         "test": [
