@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from timing import median_ms
 from vicreg_jax import losses
 
 PRECISIONS = {
@@ -36,15 +37,6 @@ MAX_GRAD_CHECK_ENTRIES = 2048 * 8192
 
 def parse_grid(text: str) -> list[tuple[int, int]]:
   return [tuple(int(v) for v in item.split("x")) for item in text.split(",")]
-
-
-def median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def reference(a: np.ndarray, b: np.ndarray, with_grad: bool):
@@ -143,7 +135,7 @@ def main() -> None:
         value, (grad_a, _) = compiled(xa, xb)
         grad_err = (np.abs(np.asarray(grad_a, np.float64) - ref_grad).max()
                     / np.abs(ref_grad).max() if ref_grad is not None else float("nan"))
-        ms = 1e3 * median_seconds(lambda: compiled(xa, xb), args.repeats)
+        ms = median_ms(lambda: compiled(xa, xb), args.repeats)
         print(f"{n:>6} {d:>6} {method:>10} {prec_name:>9} {ms:>9.2f} {compile_s:>9.1f} "
               f"{mem_mb:>10.0f} {abs(float(value) / ref - 1):>9.1e} {grad_err:>9.1e}")
     if args.torch and d <= args.max_cov_dim:

@@ -14,33 +14,15 @@ view pairs/s, peak device memory and, separately, the share of the on-device aug
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import statistics
 import time
 
 import jax
 import numpy as np
 
+from timing import median_ms
 from vicreg_jax import models, optim, parallel, train
+from vicreg_jax.config import load_config_file
 from vicreg_jax.data import augment
-
-
-def load_config(spec: str):
-  """Loads ``path/to/config.py[:variant]`` like ``--config`` does."""
-  path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant) if variant else module.get_config()
-
-
-def median_ms(fn, steps: int) -> float:
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
 
 
 def peak_memory_gb() -> float:
@@ -59,7 +41,7 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=20)
   args = parser.parse_args()
 
-  config = load_config(args.config)
+  config = load_config_file(args.config)
   for key, value in (("arch", args.arch), ("expander", args.expander), ("dtype", args.dtype)):
     if value is not None:
       config.model[key] = value

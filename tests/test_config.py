@@ -1,6 +1,5 @@
 """Recipe files load, validate, and invalid values are rejected with the key to fix."""
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -11,10 +10,7 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def load(name: str, variant: str = ""):
-  spec = importlib.util.spec_from_file_location(name, CONFIG_DIR / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.load_config_file(f"{CONFIG_DIR / name}.py" + (f":{variant}" if variant else ""))
 
 
 @pytest.mark.parametrize("name,variant", [
@@ -46,11 +42,11 @@ def test_unknown_variant_is_rejected():
     ("augment.view_b.blur_prob", 1.5, "blur_prob"),
 ])
 def test_invalid_values_name_the_key(key, value, match):
-  c = config_lib.base_config()
-  node = c
-  *parents, leaf = key.split(".")
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
+  c = config_lib.load_config_file(f"{CONFIG_DIR / 'demo'}.py", **{key: value})
   with pytest.raises(ValueError, match=match):
     config_lib.validate(c)
+
+
+def test_missing_config_file_is_named():
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    config_lib.load_config_file("configs/nope.py")

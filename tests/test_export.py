@@ -1,6 +1,5 @@
 """Backbone export after pretraining, the export CLI function, and importing torch weights."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -9,17 +8,14 @@ import numpy as np
 import pytest
 
 from vicreg_jax import export, interop, models, train
+from vicreg_jax import config as config_lib
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-  spec = importlib.util.spec_from_file_location("demo", CONFIG_DIR / "demo.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("tiny")
-  config.num_train_steps = 2
+  config = config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny", num_train_steps=2)
   workdir = str(tmp_path_factory.mktemp("run"))
   return config, workdir, train.train_and_evaluate(config, workdir)
 

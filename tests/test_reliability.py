@@ -1,7 +1,6 @@
 """Fault tolerance with real processes: SIGKILL/SIGTERM and resume, damaged checkpoints,
 non-finite steps, input validation of the CLI, and a two-process (two-host) run."""
 
-import importlib.util
 import os
 import pathlib
 import random
@@ -19,6 +18,7 @@ import pytest
 from flax import serialization
 
 from vicreg_jax import checkpoint, optim, train
+from vicreg_jax import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = [f"--config={ROOT}/configs/demo.py:tiny"]
@@ -100,15 +100,9 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, cache):
   assert not (tmp_path / "run.lock").exists()
 
 
-def tiny_config(**kw):
-  spec = importlib.util.spec_from_file_location("demo", ROOT / "configs" / "demo.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("tiny")
-  c.checkpoint.max_to_keep = 3
-  for k, v in kw.items():
-    c[k] = v
-  return c
+def tiny_config(**overrides):
+  return config_lib.load_config_file(f"{ROOT}/configs/demo.py:tiny",
+                                     **{"checkpoint.max_to_keep": 3, **overrides})
 
 
 def test_damaged_latest_checkpoint_falls_back_and_incompatible_config_is_refused(tmp_path,

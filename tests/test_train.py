@@ -1,6 +1,5 @@
 """The pretraining step and loop: sharding invariance, learning, checkpoints, resume."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -10,22 +9,13 @@ import numpy as np
 import pytest
 
 from vicreg_jax import checkpoint, models, optim, parallel, train
+from vicreg_jax import config as config_lib
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def tiny_config(**overrides):
-  spec = importlib.util.spec_from_file_location("demo", CONFIG_DIR / "demo.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("tiny")
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny", **overrides)
 
 
 def build(config, mesh):

@@ -7,6 +7,9 @@ Values and their sources: ``../shared/VICREG.md`` (official ``facebookresearch/v
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 # ImageNet RGB statistics used by the official Normalize transform (pixels in [0, 1]).
@@ -153,6 +156,28 @@ def base_config() -> ml_collections.ConfigDict:
       )),
   ))
   return c
+
+
+def load_config_file(spec: str, **overrides) -> ml_collections.ConfigDict:
+  """Loads ``path/to/recipe.py[:variant]`` like ``--config`` does, then sets dotted overrides.
+
+  Example: ``load_config_file("configs/demo.py:tiny", **{"optim.base_lr": 0.3})``.
+  """
+  path, _, variant = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Config file {path} does not exist.")
+  module_spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(variant) if variant else module.get_config()
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
 
 
 def _require(ok: bool, message: str) -> None:
