@@ -1,15 +1,46 @@
 """vicreg_jax: VICReg (Bardes, Ponce & LeCun, ICLR 2022) in JAX/Flax.
 
-Public API. Importing this package never imports TensorFlow.
+Public API. Importing this package never imports TensorFlow; the training, checkpoint and
+export entry points (which pull in Orbax) load on first use.
+
+Loss:      vicreg_loss, invariance_term, variance_term, covariance_term, embedding_std,
+           gather_batch
+Models:    resnet, create_model, create_backbone, backbone_variables, representation_dim
+Optimizer: lars, vicreg_schedule, create_optimizer, peak_learning_rate
+Config:    base_config, augment_recipe, load_config_file, validate_config
+Training:  train_and_evaluate, TrainState
+Export:    export_backbone, load_exported, torch_to_flax, flax_to_torch
 """
 
-from vicreg_jax.config import augment_recipe, base_config
+import importlib
+
+from vicreg_jax.config import augment_recipe, base_config, load_config_file
+from vicreg_jax.config import validate as validate_config
 from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, invariance_term,
                                variance_term, vicreg_loss)
+from vicreg_jax.models import (backbone_variables, create_backbone, create_model,
+                               representation_dim, resnet)
+from vicreg_jax.optim import create_optimizer, lars, peak_learning_rate, vicreg_schedule
+
+_LAZY = {
+    "train_and_evaluate": "vicreg_jax.train", "TrainState": "vicreg_jax.train",
+    "export_backbone": "vicreg_jax.export", "load_exported": "vicreg_jax.export",
+    "torch_to_flax": "vicreg_jax.interop", "flax_to_torch": "vicreg_jax.interop",
+}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'vicreg_jax' has no attribute {name!r}")
+
 
 __all__ = [
-    "augment_recipe", "base_config",
+    "augment_recipe", "base_config", "load_config_file", "validate_config",
     "covariance_term", "embedding_std", "gather_batch", "invariance_term", "variance_term",
     "vicreg_loss",
+    "backbone_variables", "create_backbone", "create_model", "representation_dim", "resnet",
+    "create_optimizer", "lars", "peak_learning_rate", "vicreg_schedule",
+    *_LAZY,
 ]
 __version__ = "0.1.0"
