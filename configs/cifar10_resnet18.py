@@ -21,5 +21,4 @@ def get_config(variant: str = ""):
   c.epochs = 1000
   c.optim.base_lr = 0.5
   c.checkpoint.every_steps = 2000
-  c.eval.knn_every_steps = 0
   return c

@@ -82,7 +82,17 @@ def base_config() -> ml_collections.ConfigDict:
       base_width=64,              # stage-1 width before the multiplier (tests use 4-16)
       small_stem=False,           # 3x3 stride-1 stem without max-pool for 32-px images
       expander="8192-8192-8192",  # hidden and output widths; last layer has no bias
+      spatial_dims=2,             # 2: images [n, h, w, c]; 1: signals [n, t, c]
       shared_branches=True,       # False: two independent encoders (paper Table 5)
+      # With shared_branches=False, any field set here overrides branch a's for branch b
+      # (e.g. --config.model.branch_b.spatial_dims=1 for a 1-D encoder on raw audio).
+      branch_b=ml_collections.ConfigDict(dict(
+          arch=ml_collections.config_dict.placeholder(str),
+          width_multiplier=ml_collections.config_dict.placeholder(int),
+          base_width=ml_collections.config_dict.placeholder(int),
+          small_stem=ml_collections.config_dict.placeholder(bool),
+          spatial_dims=ml_collections.config_dict.placeholder(int),
+      )),
       dtype="bfloat16",           # compute dtype; parameters stay float32
   ))
 
@@ -140,7 +150,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.nonfinite = "stop"            # "stop" or "skip" a step whose loss/gradient is not finite
 
   c.eval = ml_collections.ConfigDict(dict(
-      knn_every_steps=0,          # 0 = no kNN monitor during pretraining
       knn_k=20,
       knn_temperature=0.07,
       split="test",

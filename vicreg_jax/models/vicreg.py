@@ -1,15 +1,21 @@
 """The joint-embedding VICReg model: two branches (shared or separate), each view on its own.
 
-Parameter tree: ``backbone`` and ``expander`` (branch a, and branch b when shared); with
-``shared_branches=False`` branch b adds ``backbone_b`` and ``expander_b``, which may have
-another architecture, stem and input rank (e.g. a 1-D ResNet-18 on raw audio beside a 2-D
-ResNet-18 on spectrograms). Each view is a separate forward pass, so BatchNorm statistics
-are per view (and the running averages update once per view), as in the official code.
+Parameter tree (``variables["params"]`` and ``variables["batch_stats"]``):
+
+* shared branches (default): ``backbone`` and ``expander``, used by both views;
+* ``shared_branches=False``: ``backbone`` and ``expander`` are branch a's, ``backbone_b`` and
+  ``expander_b`` branch b's. Branch b may have another architecture, width, stem and input
+  rank (``config.model.branch_b``, e.g. a 1-D ResNet-18 on raw audio beside a 2-D ResNet-18
+  on spectrograms); both expanders share the spec, so both embeddings have the same width.
+
+Inside a backbone, module names are the PyTorch state-dict keys with ``_`` for ``.``
+(``layer1_0_downsample_0``); inside an expander, ``linear{i}`` and ``bn{i}``.
+
+Each view is a separate forward pass, so BatchNorm statistics are per view and the running
+averages update once per view (twice per step when shared), as in the official code.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -20,31 +26,55 @@ from vicreg_jax.models.resnet import ResNet, resnet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 BACKBONE_KEYS = ("arch", "width_multiplier", "base_width", "small_stem", "spatial_dims")
+BRANCHES = ("a", "b")
+
+
+def _check_branch(branch: str) -> None:
+  if branch not in BRANCHES:
+    raise ValueError(f"branch must be one of {BRANCHES}; got {branch!r}.")
 
 
 class VICReg(nn.Module):
-  """Returns ``representation_{a,b}`` and ``embedding_{a,b}``, float32 [n, dim] each."""
+  """Encoder + expander per branch; ``backbone_b``/``expander_b`` set only when separate.
+
+  Attributes:
+    backbone: branch a's encoder (both branches' when ``backbone_b`` is None).
+    expander: branch a's expander (both branches' when ``expander_b`` is None).
+    backbone_b: branch b's own encoder, or None for shared branches.
+    expander_b: branch b's own expander, or None for shared branches.
+  """
   backbone: ResNet
   expander: Expander
   backbone_b: ResNet | None = None
   expander_b: Expander | None = None
 
-  def _branch(self, branch: str):
+  def _branch(self, branch: str) -> tuple[ResNet, Expander]:
+    _check_branch(branch)
     if branch == "b" and self.backbone_b is not None:
       return self.backbone_b, self.expander_b
     return self.backbone, self.expander
 
-  def __call__(self, view_a, view_b, *, train: bool) -> dict[str, Any]:
+  def __call__(self, view_a, view_b, *, train: bool) -> dict[str, jnp.ndarray]:
+    """Both views, each through its branch in its own pass.
+
+    Args:
+      view_a: [n, h, w, c] (or [n, t, c] for a 1-D branch a).
+      view_b: input of branch b, same batch size n.
+      train: batch statistics (and running-average updates) instead of running averages.
+    Returns:
+      ``representation_a``, ``representation_b``: f32[n, representation_dim] (per branch);
+      ``embedding_a``, ``embedding_b``: f32[n, expander output width].
+    """
     out = {}
-    for branch, view in (("a", view_a), ("b", view_b)):
+    for branch, view in zip(BRANCHES, (view_a, view_b)):
       backbone, expander = self._branch(branch)
       representation = backbone(view, train=train)
       out[f"representation_{branch}"] = representation
       out[f"embedding_{branch}"] = expander(representation, train=train)
     return out
 
-  def encode(self, x, *, train: bool = False, branch: str = "a"):
-    """Representation of one branch's encoder (for evaluation): float32 [n, dim]."""
+  def encode(self, x, *, train: bool, branch: str = "a") -> jnp.ndarray:
+    """Representation f32[n, representation_dim] of one branch's encoder (for evaluation)."""
     return self._branch(branch)[0](x, train=train)
 
 
@@ -54,11 +84,28 @@ def _dtype(model_config: ml_collections.ConfigDict):
   return DTYPES[model_config.dtype]
 
 
+def _branch_b_overrides(model_config: ml_collections.ConfigDict) -> dict:
+  """The ``branch_b`` fields that are set (unset placeholders are None)."""
+  if "branch_b" not in model_config:
+    return {}
+  overrides = {k: v for k, v in model_config.branch_b.items() if v is not None}
+  unknown = sorted(set(overrides) - set(BACKBONE_KEYS))
+  if unknown:
+    raise ValueError(f"model.branch_b.{unknown[0]} is not a backbone option; "
+                     f"branch b may override {BACKBONE_KEYS}.")
+  if overrides and model_config.shared_branches:
+    raise ValueError(f"model.branch_b sets {sorted(overrides)} but shared_branches=True; "
+                     "set --config.model.shared_branches=False for a separate branch b.")
+  return overrides
+
+
 def backbone_options(model_config: ml_collections.ConfigDict, branch: str = "a") -> dict:
   """Constructor options of a branch's ResNet (branch b may override branch a's)."""
+  _check_branch(branch)
   options = {k: model_config[k] for k in BACKBONE_KEYS if k in model_config}
-  if branch == "b" and not model_config.shared_branches and "branch_b" in model_config:
-    options.update(dict(model_config.branch_b))
+  overrides = _branch_b_overrides(model_config)
+  if branch == "b":
+    options.update(overrides)
   return options
 
 
@@ -70,17 +117,17 @@ def create_backbone(model_config: ml_collections.ConfigDict, branch: str = "a") 
 def create_model(model_config: ml_collections.ConfigDict) -> VICReg:
   """The VICReg module described by ``config.model``."""
   dtype = _dtype(model_config)
-  backbone = create_backbone(model_config, "a")
-  expander = Expander(model_config.expander, dtype=dtype)
+  branch_a = dict(backbone=create_backbone(model_config, "a"),
+                  expander=Expander(model_config.expander, dtype=dtype))
   if model_config.shared_branches:
-    return VICReg(backbone=backbone, expander=expander)
-  return VICReg(backbone=backbone, expander=expander,
-                backbone_b=create_backbone(model_config, "b"),
+    return VICReg(**branch_a)
+  return VICReg(**branch_a, backbone_b=create_backbone(model_config, "b"),
                 expander_b=Expander(model_config.expander, dtype=dtype))
 
 
 def backbone_variables(variables: dict, branch: str = "a") -> dict:
   """The ``{'params', 'batch_stats'}`` of one branch's ResNet, from the VICReg variables."""
+  _check_branch(branch)
   name = "backbone_b" if branch == "b" and "backbone_b" in variables["params"] else "backbone"
   return {collection: variables[collection][name]
           for collection in ("params", "batch_stats") if collection in variables}
