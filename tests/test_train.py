@@ -108,3 +108,21 @@ def test_loop_learns_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
 def test_batch_not_divisible_by_devices_fails_before_compiling(tmp_path):
   with pytest.raises(ValueError, match="multiple of 8"):
     train.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path))
+
+
+def test_loss_decreases_on_the_tiny_config():
+  """20 LARS steps on digits views lower the VICReg loss (same model, data and step as the CLI)."""
+  from vicreg_jax import data  # pylint: disable=g-import-not-at-top
+  config = tiny_config(batch_size=64)
+  mesh = parallel.make_mesh()
+  model = models.create_model(config.model)
+  tx = optim.lars(0.5)
+  state = train.init_train_state(config, model, tx, mesh)
+  step = train.compile_train_step(
+      train.make_train_step(config, model, tx, lambda s: 0.5), mesh)
+  source = data.create_view_source(config, mesh)
+  losses = []
+  for _ in range(20):
+    state, metrics = step(state, next(source))
+    losses.append(float(metrics["loss"]))
+  assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
