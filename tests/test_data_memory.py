@@ -112,3 +112,15 @@ def test_npz_and_bad_inputs(tmp_path):
     memory.load_arrays(c.data, "train")
   with pytest.raises(ValueError, match="larger than"):
     memory.MemoryViewSource(digits_config(batch_size=4096), parallel.make_mesh())
+
+
+def test_synthetic_source_for_benchmarks():
+  from vicreg_jax import data  # pylint: disable=g-import-not-at-top
+  c = digits_config()
+  c.data.source = "synthetic"
+  mesh = parallel.make_mesh()
+  source = data.create_view_source(c, mesh, start_step=5)
+  batch = next(source)
+  assert batch["view_b"].shape == (64, 8, 8, 3) and batch["view_b"].dtype == np.uint8
+  assert batch["view_a"].sharding.is_equivalent_to(parallel.batch_sharding(mesh), 4)
+  assert source.steps_per_epoch == 100

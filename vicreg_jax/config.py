@@ -108,7 +108,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.data = ml_collections.ConfigDict(dict(
-      source="tfds",              # "tfds", "folder" or "memory"
+      source="tfds",              # "tfds", "folder", "memory" or "synthetic" (benchmarking)
       name="imagenet2012",        # tfds name; for "memory": digits, cifar10, cifar100, stl10, npz
       data_dir="",                # tfds data_dir ("" = tfds default)
       path="",                    # image folder (source="folder") or .npz file (name="npz")
@@ -204,8 +204,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
            "samples per step (variance and covariance are batch statistics).")
   _require(c.epochs > 0 or c.num_train_steps > 0,
            "set --config.epochs or --config.num_train_steps to a positive number.")
-  _require(c.data.source in ("tfds", "folder", "memory"),
-           f"--config.data.source={c.data.source!r}; use 'tfds', 'folder' or 'memory'.")
+  _require(c.data.source in ("tfds", "folder", "memory", "synthetic"),
+           f"--config.data.source={c.data.source!r}; use 'tfds', 'folder', 'memory' or "
+           "'synthetic'.")
   _require(c.data.source != "folder" or bool(c.data.path),
            "--config.data.source=folder needs --config.data.path=<folder of class sub-folders>.")
   _require(c.model.dtype in ("float32", "bfloat16", "float16"),

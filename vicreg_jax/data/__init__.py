@@ -11,20 +11,52 @@ from __future__ import annotations
 
 import ml_collections
 
+import jax
+import numpy as np
+
+from vicreg_jax import parallel
 from vicreg_jax.data.augment import augment_pair, augment_view
 from vicreg_jax.data.memory import MemoryViewSource, load_arrays
+
+
+class SyntheticViewSource:
+  """One random uint8 batch placed on the devices once and yielded every step.
+
+  For measuring the training step through the real CLI without any input pipeline
+  (``--config.data.source=synthetic``); an epoch is ``data.num_examples`` (default 100
+  batches) so that schedules behave as usual.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
+    del start_step  # every step sees the same batch
+    size = config.augment.image_size
+    rng = np.random.default_rng(config.seed)
+    local = config.batch_size // jax.process_count()
+    self._batch = parallel.host_to_global(mesh, {
+        name: rng.integers(0, 256, (local, size, size, 3), dtype=np.uint8)
+        for name in ("view_a", "view_b")})
+    self.num_examples = config.data.num_examples or 100 * config.batch_size
+    self.steps_per_epoch = max(self.num_examples // config.batch_size, 1)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    return self._batch
 
 
 def create_view_source(config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
   """The view-pair source selected by ``config.data.source``, positioned at ``start_step``."""
   if config.data.source == "memory":
     return MemoryViewSource(config, mesh, start_step=start_step)
+  if config.data.source == "synthetic":
+    return SyntheticViewSource(config, mesh, start_step=start_step)
   if config.data.source in ("tfds", "folder"):
     from vicreg_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (imports TF)
     return pipeline.StreamingViewSource(config, mesh, start_step=start_step)
-  raise ValueError(f"--config.data.source={config.data.source!r}; use 'memory', 'tfds' or "
-                   "'folder'.")
+  raise ValueError(f"--config.data.source={config.data.source!r}; use 'memory', 'tfds', "
+                   "'folder' or 'synthetic'.")
 
 
-__all__ = ["MemoryViewSource", "augment_pair", "augment_view", "create_view_source",
+__all__ = ["MemoryViewSource", "SyntheticViewSource", "augment_pair", "augment_view", "create_view_source",
            "load_arrays"]
