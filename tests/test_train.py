@@ -84,6 +84,9 @@ def test_loop_learns_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
     def __init__(self):
       pass
 
+    def restore(self):
+      pass
+
     @property
     def requested(self):
       StopAfter.checks += 1

@@ -159,14 +159,20 @@ class TrainResult(NamedTuple):
 class StopRequested:
   """Set by SIGTERM/SIGINT (preemption): the loop saves a checkpoint and exits cleanly."""
 
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
   def __init__(self):
     self.requested = False
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      signal.signal(sig, self._handle)
+    self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
     self.requested = True
+
+  def restore(self) -> None:
+    """Puts back the handlers that were installed before the run."""
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
@@ -229,7 +235,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult
         logging.warning("Stopped at step %d; rerun the same command to resume.", done)
         break
   finally:
+    stop.restore()
     manager.wait_until_finished()
+    manager.close()
     writer.close()
   if int(state.step) == total_steps:
     out = export.export_backbone({"params": state.params, "batch_stats": state.batch_stats},
