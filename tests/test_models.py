@@ -1,104 +1,268 @@
-"""Encoders and the VICReg module: official parameter counts, init, branches, per-view BN."""
+"""Encoders and the VICReg module: official sizes and init, branches, per-view BatchNorm, dtypes."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from vicreg_jax import config as config_lib
-from vicreg_jax import models
+from vicreg_jax import models, parallel
+
+# Tiny encoder and expander: every test below compiles in seconds on 2 CPU cores.
+TINY = dict(arch="resnet18", base_width=4, small_stem=True, expander="64-64-32",
+            dtype="float32")
 
 
-def n_params(tree):
+def n_params(tree) -> int:
   return sum(x.size for x in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize("arch,width,count", [
-    ("resnet50", 1, 23_508_032), ("resnet50", 2, 93_907_072), ("resnet18", 1, 11_176_512)])
-def test_parameter_counts_equal_the_official_models(arch, width, count):
-  backbone = models.resnet(arch, width_multiplier=width)
-  shapes = jax.eval_shape(lambda: backbone.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
-                                                train=False))
-  assert n_params(shapes["params"]) == count
-  assert models.representation_dim(arch, width) == {1: 2048, 2: 4096}[width] * (
-      1 if arch == "resnet50" else 0.25)
-
-
-def test_unknown_arch_and_bad_spec_are_rejected():
-  with pytest.raises(ValueError, match="resnet18"):
-    models.resnet("resnet51")
-  with pytest.raises(ValueError, match="8192-8192-8192"):
-    models.parse_spec("8192-x")
-
-
-def small_config(**kw):
+def model_config(**overrides):
   c = config_lib.base_config().model
-  c.arch, c.base_width, c.small_stem, c.expander, c.dtype = "resnet18", 4, True, "64-64-32", "float32"
-  for k, v in kw.items():
-    c[k] = v
+  c.update(TINY)
+  c.update(overrides)
   return c
 
 
-def test_init_matches_pytorch_defaults():
-  model = models.create_model(small_config(expander="256-256-128"))
-  x = jnp.zeros((2, 8, 8, 3))
-  params = jax.jit(lambda k: model.init(k, x, x, train=False))(jax.random.key(0))["params"]
-  w0 = np.asarray(params["expander"]["linear0"]["kernel"])  # fan_in 32 (resnet18 width 4)
-  bound = 1 / np.sqrt(w0.shape[0])
-  assert np.abs(w0).max() <= bound and abs(w0.std() - bound / np.sqrt(3)) < 0.05 * bound
-  b0 = np.asarray(params["expander"]["linear0"]["bias"])
-  assert np.abs(b0).max() <= bound and b0.std() > bound / 3
-  assert "bias" not in params["expander"]["linear2"]  # last layer without bias
-  bb = params["backbone"]
-  assert np.all(np.asarray(bb["layer1_0_bn2"]["scale"]) == 0)  # zero-init residual
-  assert np.all(np.asarray(bb["layer1_0_bn1"]["scale"]) == 1)
-  r50 = models.resnet("resnet50", base_width=16)
-  init = jax.jit(lambda key: r50.init(key, jnp.zeros((1, 32, 32, 3)), train=False))
-  conv = np.asarray(init(jax.random.key(1))["params"]["layer3_0_conv2"]["kernel"])
-  fan_out = conv.shape[0] * conv.shape[1] * conv.shape[3]
-  assert abs(conv.std() / np.sqrt(2 / fan_out) - 1) < 0.02  # kaiming normal, fan_out
+def init(module, *inputs):
+  """Variables of ``module`` for ``inputs``.
+
+  An "rbg" key: XLA compiles a ResNet's threefry init in ~20 s on CPU, RngBitGenerator in ~3 s.
+  """
+  key = jax.random.key(0, impl="rbg")
+  return jax.jit(functools.partial(module.init, train=False))(key, *inputs)
 
 
-def test_separate_branches_may_differ_in_architecture_and_rank():
-  shared = models.create_model(small_config())
+def param_shapes(module, *inputs):
+  """Parameter shapes of ``module``, without computing anything."""
+  return jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
+                        *inputs)["params"]
+
+
+def images(n: int, size: int, seed: int, scale: float = 1.0, shift: float = 0.0):
+  x = np.random.default_rng(seed).standard_normal((n, size, size, 3)) * scale + shift
+  return jnp.asarray(x, jnp.float32)
+
+
+def intermediate_shapes(module, variables, x) -> dict:
+  """Output shape and dtype of every submodule call, without computing anything."""
+  _, state = jax.eval_shape(functools.partial(
+      module.apply, train=False, capture_intermediates=True, mutable=["intermediates"]),
+      variables, x)
+  return {name: out["__call__"][0] for name, out in state["intermediates"].items()
+          if name != "__call__"}
+
+
+@pytest.mark.parametrize("arch,width,count", [
+    ("resnet18", 1, 11_176_512),    # torchvision resnet18 (11,689,512) without fc
+    ("resnet34", 1, 21_284_672),    # torchvision resnet34 without fc
+    ("resnet50", 1, 23_508_032),    # official resnet50.pth
+    ("resnet50", 2, 93_907_072),    # official resnet50x2.pth ("93M")
+    ("resnet101", 1, 42_500_160),   # torchvision resnet101 without fc
+    ("resnet200", 2, 250_128_512),  # official resnet200x2.pth ("250M")
+])
+def test_parameter_counts_equal_the_official_models(arch, width, count):
+  backbone = models.resnet(arch, width_multiplier=width)
+  shapes = jax.eval_shape(lambda: backbone.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                                train=False))
+  assert n_params(shapes["params"]) == count
+
+
+@pytest.mark.parametrize("arch,width,dim", [
+    ("resnet18", 1, 512), ("resnet34", 1, 512), ("resnet50", 1, 2048), ("resnet50", 2, 4096),
+    ("resnet50", 4, 8192), ("resnet50", 5, 10240), ("resnet200", 2, 4096)])
+def test_representation_dim_is_the_official_width_and_the_output_width(arch, width, dim):
+  assert models.representation_dim(arch, width, 64) == dim
+  backbone = models.resnet(arch, width_multiplier=width, base_width=8)
+  x = jnp.zeros((2, 32, 32, 3))
+  out = jax.eval_shape(lambda: backbone.init_with_output(jax.random.key(0), x, train=False)[0])
+  assert out.shape == (2, models.representation_dim(arch, width, 8))
+  assert out.dtype == jnp.float32
+
+
+def test_bad_names_and_specs_are_rejected_with_the_valid_choices():
+  with pytest.raises(ValueError, match="resnet18.*resnet50"):
+    models.resnet("resnet51")
+  with pytest.raises(ValueError, match="resnet18"):
+    models.representation_dim("resnet51")
+  with pytest.raises(ValueError, match="spatial_dims"):
+    models.resnet("resnet18", spatial_dims=3)
+  for spec in ("8192-x", "", "8192--8192", "0-8", "8192-8192-"):
+    with pytest.raises(ValueError, match="8192-8192-8192"):
+      models.parse_spec(spec)
+  assert models.parse_spec("8192-8192-8192") == [8192] * 3
+  with pytest.raises(ValueError, match="bfloat16"):
+    models.create_model(model_config(dtype="bf16"))
+
+
+@pytest.fixture(scope="module")
+def bottleneck_params():
+  """ResNet-50 at base width 16: conv kernels large enough for init statistics."""
+  return init(models.resnet("resnet50", base_width=16), jnp.zeros((1, 32, 32, 3)))["params"]
+
+
+def test_conv_init_is_untruncated_kaiming_normal_fan_out(bottleneck_params):
+  kernel = np.asarray(bottleneck_params["layer3_0_conv2"]["kernel"])  # [3, 3, 64, 64]
+  fan_out = kernel.shape[0] * kernel.shape[1] * kernel.shape[3]
+  std = np.sqrt(2 / fan_out)
+  assert abs(kernel.std() / std - 1) < 0.03
+  assert abs(kernel.mean()) < 0.03 * std
+  assert np.abs(kernel).max() > 3.5 * std  # a truncated normal stops at 2 std
+  assert all("bias" not in p for name, p in bottleneck_params.items() if "conv" in name)
+
+
+def test_last_batchnorm_scale_of_every_residual_branch_starts_at_zero(bottleneck_params):
+  basic = jax.eval_shape(lambda: models.resnet("resnet18", base_width=4).init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))["params"]
+  assert {n for n in basic if n.endswith("bn2")} == {f"layer{i}_{j}_bn2" for i in range(1, 5)
+                                                     for j in range(2)}
+  scales = {n: np.asarray(p["scale"]) for n, p in bottleneck_params.items() if "bn" in n
+            or "downsample_1" in n}
+  zero = {n for n, s in scales.items() if np.all(s == 0)}
+  one = {n for n, s in scales.items() if np.all(s == 1)}
+  assert zero == {n for n in scales if n.endswith("_bn3")} and len(zero) == 16
+  assert one == set(scales) - zero  # stem, bn1, bn2 and downsample BN start at 1
+
+
+def test_expander_init_matches_pytorch_linear_and_ends_without_bias_bn_relu():
+  fan_in = 256
+  expander = models.Expander("512-512-256")
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((8, fan_in)), jnp.float32)
+  variables = init(expander, x)
+  params = variables["params"]
+  assert set(params) == {"linear0", "bn0", "linear1", "bn1", "linear2"}
+  assert "bias" not in params["linear2"]
+  bound = 1 / np.sqrt(fan_in)
+  kernel = np.asarray(params["linear0"]["kernel"])
+  assert kernel.shape == (fan_in, 512)
+  assert np.abs(kernel).max() <= bound and abs(kernel.std() * np.sqrt(3 * fan_in) - 1) < 0.01
+  bias = np.asarray(params["linear0"]["bias"])
+  assert np.abs(bias).max() <= bound and abs(bias.std() * np.sqrt(3) / bound - 1) < 0.15
+  assert np.abs(np.asarray(params["linear1"]["bias"])).max() <= 1 / np.sqrt(512)
+  out = expander.apply(variables, x, train=False)
+  assert out.shape == (8, 256) and out.dtype == jnp.float32
+  assert (out < 0).any()  # no ReLU after the last layer
+
+
+@pytest.fixture(scope="module")
+def shared():
+  """The tiny shared-branch VICReg and its variables."""
+  model = models.create_model(model_config())
   x = jnp.zeros((2, 8, 8, 3))
-  p_shared = shared.init(jax.random.key(0), x, x, train=False)["params"]
-  separate = models.create_model(small_config(shared_branches=False))
-  p_sep = separate.init(jax.random.key(0), x, x, train=False)["params"]
-  assert set(p_sep) == {"backbone", "expander", "backbone_b", "expander_b"}
-  assert n_params(p_sep) == 2 * n_params(p_shared)
-  audio = small_config(shared_branches=False)
-  audio.branch_b.spatial_dims = 1
-  audio.branch_b.small_stem = False
+  return model, init(model, x, x)
+
+
+def test_each_view_gets_its_own_batch_statistics(shared):
+  """Per-view BN: two separate backbone calls (stats updated twice), not one on both views."""
+  model, variables = shared
+  a, b = images(4, 8, seed=0), images(4, 8, seed=1, scale=3.0, shift=2.0)
+  out, state = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+      variables, a, b)
+  backbone = models.create_backbone(model_config())
+  step = jax.jit(functools.partial(backbone.apply, train=True, mutable=["batch_stats"]))
+  bb = models.backbone_variables(variables)
+  alone_a, after_a = step(bb, a)
+  alone_b, after_b = step({**bb, **after_a}, b)
+  np.testing.assert_allclose(out["representation_a"], alone_a, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out["representation_b"], alone_b, rtol=1e-5, atol=1e-6)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7),
+               state["batch_stats"]["backbone"], after_b["batch_stats"])
+  joint, after_joint = step(bb, jnp.concatenate([a, b]))
+  assert not np.allclose(joint[4:], alone_b, atol=1e-3)
+  assert not np.allclose(after_joint["batch_stats"]["bn1"]["var"],
+                         after_b["batch_stats"]["bn1"]["var"], rtol=1e-2)
+
+
+def test_batch_statistics_are_global_under_jit_and_with_bn_axis_name_under_shard_map():
+  """Sharded jit needs no axis name; shard_map needs ``bn_axis_name`` for global statistics."""
+  options = dict(base_width=4, small_stem=True)
+  backbone = models.resnet("resnet18", **options)
+  synced = models.resnet("resnet18", bn_axis_name=parallel.DATA_AXIS, **options)
+  x = images(8, 8, seed=2, scale=2.0)
+  variables = init(backbone, x)
+  mesh = parallel.make_mesh(jax.devices()[:2])
+  forward = lambda module: (lambda v, x: module.apply(v, x, train=True,
+                                                      mutable=["batch_stats"])[0])
+  whole = forward(backbone)(variables, x)
+  sharded = jax.jit(forward(backbone))(variables,
+                                       jax.device_put(x, parallel.batch_sharding(mesh)))
+  np.testing.assert_allclose(sharded, whole, rtol=1e-4, atol=1e-5)
+
+  def per_shard(module):
+    return jax.jit(jax.shard_map(forward(module), mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
+                                 out_specs=P(parallel.DATA_AXIS)))(variables, x)
+
+  np.testing.assert_allclose(per_shard(synced), whole, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(per_shard(backbone), whole, atol=1e-3)
+
+
+def test_separate_branches_have_their_own_parameters_and_may_differ(shared):
+  _, variables = shared
+  x = jnp.zeros((2, 8, 8, 3))
+  assert set(variables["params"]) == {"backbone", "expander"}
+  separate = param_shapes(models.create_model(model_config(shared_branches=False)), x, x)
+  assert set(separate) == {"backbone", "expander", "backbone_b", "expander_b"}
+  assert n_params(separate) == 2 * n_params(variables["params"])
+
+  audio = model_config(shared_branches=False)
+  audio.branch_b.update(dict(spatial_dims=1, small_stem=False, base_width=8))
   model = models.create_model(audio)
-  wave = jnp.zeros((2, 64, 1))
-  variables = model.init(jax.random.key(0), x, wave, train=False)
-  out = model.apply(variables, x, wave, train=False)
+  backbone_b = models.create_backbone(audio, "b")
+  wave = jnp.asarray(np.random.default_rng(0).standard_normal((2, 64, 1)), jnp.float32)
+  variables = init(model, x, wave)
+
+  @jax.jit
+  def outputs(variables):
+    return (model.apply(variables, x, wave, train=False),
+            model.apply(variables, wave, train=False, branch="b", method="encode"),
+            backbone_b.apply(models.backbone_variables(variables, "b"), wave, train=False))
+
+  out, encoded, alone = outputs(variables)
   assert out["embedding_a"].shape == out["embedding_b"].shape == (2, 32)
-  assert variables["params"]["backbone_b"]["conv1"]["kernel"].shape == (7, 1, 4)
+  assert out["representation_b"].shape == (2, models.representation_dim("resnet18", 1, 8))
+  assert variables["params"]["backbone_b"]["conv1"]["kernel"].shape == (7, 1, 8)
+  np.testing.assert_array_equal(encoded, out["representation_b"])
+  np.testing.assert_allclose(alone, out["representation_b"], rtol=1e-6)
+  assert not np.allclose(alone, 0)
 
 
-def test_each_view_gets_its_own_batch_statistics():
-  """Per-view BN: two separate backbone calls, not one call on the concatenated views."""
-  cfg = small_config()
-  model = models.create_model(cfg)
-  rng = np.random.default_rng(0)
-  a = jnp.asarray(rng.standard_normal((4, 8, 8, 3)), jnp.float32)
-  b = jnp.asarray(rng.standard_normal((4, 8, 8, 3)) * 3 + 2, jnp.float32)
-  variables = model.init(jax.random.key(0), a, b, train=False)
-  out, _ = model.apply(variables, a, b, train=True, mutable=["batch_stats"])
-  backbone = models.create_backbone(cfg)
-  bb_vars = models.backbone_variables(variables)
-  alone, _ = backbone.apply(bb_vars, b, train=True, mutable=["batch_stats"])
-  np.testing.assert_allclose(out["representation_b"], alone, rtol=1e-5, atol=1e-6)
-  joint, _ = backbone.apply(bb_vars, jnp.concatenate([a, b]), train=True, mutable=["batch_stats"])
-  assert not np.allclose(joint[4:], alone, atol=1e-3)
+def test_branch_b_options_need_separate_branches():
+  config = model_config()
+  config.branch_b.arch = "resnet34"
+  with pytest.raises(ValueError, match="shared_branches"):
+    models.create_model(config)
+  with pytest.raises(ValueError, match="branch"):
+    models.create_backbone(model_config(), "c")
 
 
-def test_bfloat16_compute_keeps_float32_params_and_outputs():
-  model = models.create_model(small_config(dtype="bfloat16"))
-  x = jnp.zeros((2, 8, 8, 3))
-  variables = model.init(jax.random.key(0), x, x, train=False)
-  out = model.apply(variables, x, x, train=False)
-  assert {v.dtype for v in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
-  assert out["embedding_a"].dtype == jnp.float32
+def test_small_stem_keeps_the_input_resolution():
+  x = jnp.zeros((1, 32, 32, 3))
+  for small_stem, stem, layer1, layer4 in ((True, 32, 32, 4), (False, 16, 8, 1)):
+    backbone = models.resnet("resnet18", base_width=4, small_stem=small_stem)
+    variables = jax.eval_shape(functools.partial(backbone.init, train=False),
+                               jax.random.key(0), x)
+    shapes = intermediate_shapes(backbone, variables, x)
+    assert shapes["bn1"].shape[1:3] == (stem, stem)
+    assert shapes["layer1_1_conv2"].shape[1:3] == (layer1, layer1)
+    assert shapes["layer4_1_conv2"].shape[1:3] == (layer4, layer4)
+    kernel = variables["params"]["conv1"]["kernel"].shape[:2]
+    assert kernel == ((3, 3) if small_stem else (7, 7))
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_params_and_outputs(shared):
+  model = models.create_model(model_config(dtype="bfloat16"))
+  x = images(2, 8, seed=3)
+  variables = init(model, x, x)
+  assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype("float32")}
+  shapes = intermediate_shapes(models.create_backbone(model_config(dtype="bfloat16")),
+                               models.backbone_variables(variables), x)
+  assert shapes["layer2_0_conv1"].dtype == jnp.bfloat16
+  out = jax.jit(functools.partial(model.apply, train=False))(variables, x, x)
+  assert {v.dtype for v in out.values()} == {jnp.dtype("float32")}
+  f32_model, _ = shared
+  want = f32_model.apply(variables, x, x, train=False)
+  np.testing.assert_allclose(out["representation_a"], want["representation_a"], rtol=0.05,
+                             atol=0.05 * np.abs(want["representation_a"]).max())

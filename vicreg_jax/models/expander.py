@@ -54,6 +54,7 @@ class Expander(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    """x: [n, representation_dim] -> f32[n, last width of ``spec``]."""
     widths = parse_spec(self.spec)
     x = jnp.asarray(x, self.dtype)
     for i, width in enumerate(widths):

@@ -17,6 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+# Blocks per stage of each official depth (He et al. 2016, Table 1).
 STAGE_SIZES = {
     "resnet18": (2, 2, 2, 2),
     "resnet34": (3, 4, 6, 3),
@@ -27,13 +28,14 @@ STAGE_SIZES = {
 }
 BOTTLENECK_ARCHS = ("resnet50", "resnet101", "resnet152", "resnet200")
 BOTTLENECK_EXPANSION = 4
-BN_MOMENTUM = 0.9   # = PyTorch momentum 0.1
-BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9   # PyTorch BatchNorm default momentum 0.1 (Flax weights the old value)
+BN_EPSILON = 1e-5   # PyTorch BatchNorm default
 # PyTorch kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def check_arch(arch: str) -> None:
+  """ValueError listing the valid names unless ``arch`` is one of them."""
   if arch not in STAGE_SIZES:
     raise ValueError(f"Unknown arch {arch!r}; choose one of {sorted(STAGE_SIZES)}.")
 
@@ -111,6 +113,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    """x: [n, h, w, c] (or [n, t, c] when 1-D), any channels -> f32[n, representation_dim]."""
     layers = _Layers(self.spatial_dims, self.dtype, train, self.bn_axis_name)
     width = self.base_width * self.width_multiplier
     x = jnp.asarray(x, self.dtype)
@@ -123,7 +126,8 @@ class ResNet(nn.Module):
       for j in range(blocks):
         stride = 2 if i > 0 and j == 0 else 1
         x = _block(layers, x, width * 2**i, stride, self.bottleneck, f"layer{i + 1}_{j}")
-    return jnp.mean(x, axis=tuple(range(1, 1 + self.spatial_dims))).astype(jnp.float32)
+    # Pool in float32: a bf16 mean over 7x7 positions would round the representation.
+    return jnp.mean(x.astype(jnp.float32), axis=tuple(range(1, 1 + self.spatial_dims)))
 
 
 def resnet(arch: str, *, width_multiplier: int = 1, base_width: int = 64,
