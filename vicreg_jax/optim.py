@@ -1,9 +1,10 @@
 """The official VICReg optimizer: LARS as an optax chain, and the warm-up + cosine schedule.
 
 Per step (``main_vicreg.py``): ``g += wd * p`` and ``g *= eta * ||p|| / ||g||`` for every
-parameter with more than one dimension (biases and BatchNorm scales/offsets are excluded from
-both), then ``mu = momentum * mu + g`` and ``p -= lr * mu``: the learning rate is applied
-AFTER momentum. ``optax.lars`` applies it before, which differs whenever the rate changes.
+parameter whose ``ndim != 1`` (biases and BatchNorm scales/offsets are excluded from both),
+then ``mu = momentum * mu + g`` and ``p -= lr * mu``: the learning rate is applied AFTER
+momentum. ``optax.lars`` applies it before (its momentum buffer accumulates lr-scaled
+updates), which differs whenever the rate changes, i.e. during warm-up and the cosine decay.
 """
 
 from __future__ import annotations
@@ -18,20 +19,28 @@ import optax
 REFERENCE_BATCH = 256
 
 
-def decay_and_adapt_mask(params: Any) -> Any:
-  """True for parameters that get weight decay and the trust ratio (``ndim != 1``)."""
-  return jax.tree.map(lambda p: p.ndim != 1, params)
+def decay_and_adapt_mask(tree: Any) -> Any:
+  """True for leaves that get weight decay and the trust ratio: ``ndim != 1``.
+
+  The official filter is ``p.ndim == 1`` (excluded). optax calls this on the parameters in
+  ``init`` and on the updates in ``update``; both have the parameters' shapes.
+  """
+  return jax.tree.map(lambda p: p.ndim != 1, tree)
 
 
 def lars(learning_rate: float | optax.Schedule, *, weight_decay: float = 1e-6,
          momentum: float = 0.9, trust_coefficient: float = 1e-3) -> optax.GradientTransformation:
   """LARS exactly as the official VICReg code: masked decay and trust ratio, lr after momentum.
 
+  The trust ratio is per leaf (layer-wise) and has no epsilon; it is 1 where ``||p||`` or
+  ``||g||`` is 0, as in the official code. The optimizer state is the float32 momentum buffer
+  (one per parameter) plus the step count of the schedule.
+
   Args:
-    learning_rate: a float or an optax schedule (step -> lr).
-    weight_decay: L2 coefficient added to the gradient of multi-dimensional parameters.
-    momentum: heavy-ball momentum (no Nesterov).
-    trust_coefficient: eta in ``eta * ||p|| / ||g||`` (ratio 1 where either norm is 0).
+    learning_rate: a float or an optax schedule (step -> lr), applied after momentum.
+    weight_decay: L2 coefficient added to the gradient of parameters with ``ndim != 1``.
+    momentum: heavy-ball momentum (no Nesterov, no dampening).
+    trust_coefficient: eta in ``eta * ||p|| / ||g||``.
   """
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask=decay_and_adapt_mask),
@@ -51,8 +60,24 @@ def vicreg_schedule(optim_config: ml_collections.ConfigDict, *, global_batch: in
                     steps_per_epoch: int, total_steps: int) -> optax.Schedule:
   """Per-step lr: linear warm-up from 0 over ``warmup_epochs``, cosine to ``end_lr_ratio``x peak.
 
-  Equals the official ``adjust_learning_rate``. Warm-up longer than the run is clamped to
-  the run (the whole run is then warm-up).
+  Equals the official ``adjust_learning_rate``: ``lr(s) = peak * s / W`` for ``s < W``, then
+  ``peak * q + end * (1 - q)`` with ``q = (1 + cos(pi * (s - W) / (total_steps - W))) / 2``
+  and ``end = end_lr_ratio * peak``; ``W = int(warmup_epochs * steps_per_epoch)`` steps.
+  Steps at or past ``total_steps`` keep the end value.
+
+  Clamping rule: when the warm-up is not shorter than the run (``W >= total_steps``, e.g. a
+  few-step smoke test with the default 10 warm-up epochs), the warm-up is compressed to the
+  run: the rate rises linearly from 0 towards the peak over ``total_steps`` and there is no
+  cosine phase. The official code would instead end the run part-way up its warm-up ramp.
+
+  Args:
+    optim_config: ``config.optim`` (base_lr, warmup_epochs, end_lr_ratio).
+    global_batch: examples per step over all devices and hosts (scales the peak rate).
+    steps_per_epoch: optimizer steps per epoch (> 0).
+    total_steps: length of the run in optimizer steps (> 0).
+
+  Raises:
+    ValueError naming the ``--config`` key to change.
   """
   if total_steps <= 0:
     raise ValueError(f"total_steps={total_steps}; set --config.epochs or "
@@ -60,19 +85,29 @@ def vicreg_schedule(optim_config: ml_collections.ConfigDict, *, global_batch: in
   if steps_per_epoch <= 0:
     raise ValueError(f"steps_per_epoch={steps_per_epoch}; the dataset is smaller than one "
                      "batch. Lower --config.batch_size.")
-  peak = peak_learning_rate(optim_config.base_lr, global_batch)
+  if optim_config.warmup_epochs < 0:
+    raise ValueError(f"--config.optim.warmup_epochs={optim_config.warmup_epochs} must be >= 0.")
+  if not 0 <= optim_config.end_lr_ratio <= 1:
+    raise ValueError(f"--config.optim.end_lr_ratio={optim_config.end_lr_ratio} must be in "
+                     "[0, 1] (final lr as a fraction of the peak).")
+  # Python floats: optax branches on ``peak_value == 0`` eagerly.
+  peak = float(peak_learning_rate(optim_config.base_lr, global_batch))
   warmup = int(optim_config.warmup_epochs * steps_per_epoch)
   if warmup >= total_steps:
-    return optax.linear_schedule(0.0, float(peak), total_steps)
+    return optax.linear_schedule(0.0, peak, total_steps)
+  # optax's decay_steps counts the warm-up, like the official max_steps.
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=float(peak), warmup_steps=warmup, decay_steps=total_steps,
-      end_value=float(peak * optim_config.end_lr_ratio))
+      init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=total_steps,
+      end_value=peak * optim_config.end_lr_ratio)
 
 
 def create_optimizer(optim_config: ml_collections.ConfigDict, *, global_batch: int,
                      steps_per_epoch: int, total_steps: int
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """LARS with the VICReg schedule, both from ``config.optim``."""
+  """LARS with the VICReg schedule, both from ``config.optim``; returns ``(tx, schedule)``.
+
+  The schedule is returned too so the train step can log the current rate.
+  """
   schedule = vicreg_schedule(optim_config, global_batch=global_batch,
                              steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   tx = lars(schedule, weight_decay=optim_config.weight_decay, momentum=optim_config.momentum,
