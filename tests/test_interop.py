@@ -89,7 +89,8 @@ def randomise(model, seed):
         t.copy_(torch.rand(t.shape, generator=g) + 0.5)
       elif name.endswith(("weight", "bias", "running_mean")):
         scale = 0.1 if "conv" in name or "downsample.0" in name else 0.5
-        t.copy_(torch.randn(t.shape, generator=g) * scale + (1.0 if name.endswith("bn1.weight") else 0.0))
+        shift = 1.0 if name.endswith("bn1.weight") else 0.0
+        t.copy_(torch.randn(t.shape, generator=g) * scale + shift)
   return model
 
 

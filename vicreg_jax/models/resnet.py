@@ -48,7 +48,7 @@ def representation_dim(arch: str, width_multiplier: int = 1, base_width: int = 6
 
 
 class _Layers:
-  """Conv/BN/pool factories for ``spatial_dims``-D inputs with PyTorch's explicit padding."""
+  """Conv+BN and pooling for ``spatial_dims``-D inputs with PyTorch's explicit padding."""
 
   def __init__(self, spatial_dims: int, dtype, train: bool, bn_axis_name: str | None):
     self.d = spatial_dims
@@ -56,17 +56,17 @@ class _Layers:
     self.train = train
     self.bn_axis_name = bn_axis_name
 
-  def conv(self, features: int, kernel: int, stride: int, name: str) -> nn.Conv:
+  def conv_bn(self, x, features: int, kernel: int, stride: int, conv_name: str, bn_name: str,
+              zero_scale: bool = False):
+    """Bias-free conv with PyTorch's symmetric padding, then BatchNorm (scale 0 or 1 at init)."""
     pad = (kernel - 1) // 2
-    return nn.Conv(features, (kernel,) * self.d, (stride,) * self.d,
-                   padding=((pad, pad),) * self.d, use_bias=False, dtype=self.dtype,
-                   kernel_init=conv_init, name=name)
-
-  def norm(self, name: str, zero_scale: bool = False) -> nn.BatchNorm:
+    x = nn.Conv(features, (kernel,) * self.d, (stride,) * self.d,
+                padding=((pad, pad),) * self.d, use_bias=False, dtype=self.dtype,
+                kernel_init=conv_init, name=conv_name)(x)
     return nn.BatchNorm(use_running_average=not self.train, momentum=BN_MOMENTUM,
                         epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.bn_axis_name,
                         scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
-                        name=name)
+                        name=bn_name)(x)
 
   def max_pool(self, x):
     return nn.max_pool(x, (3,) * self.d, (2,) * self.d, padding=((1, 1),) * self.d)
@@ -75,17 +75,19 @@ class _Layers:
 def _block(layers: _Layers, x, width: int, stride: int, bottleneck: bool, prefix: str):
   """One residual block; ``width`` is the inner width (the output is ``width * expansion``)."""
   out_features = width * (BOTTLENECK_EXPANSION if bottleneck else 1)
+  # (features, kernel, stride) of conv1, conv2[, conv3]; v1.5: the stride is on the 3x3 conv.
+  convs = ([(width, 1, 1), (width, 3, stride), (out_features, 1, 1)] if bottleneck
+           else [(width, 3, stride), (width, 3, 1)])
+  y = x
+  for i, (features, kernel, conv_stride) in enumerate(convs, start=1):
+    last = i == len(convs)
+    y = layers.conv_bn(y, features, kernel, conv_stride, f"{prefix}_conv{i}", f"{prefix}_bn{i}",
+                       zero_scale=last)
+    y = y if last else nn.relu(y)
   residual = x
-  if bottleneck:
-    y = nn.relu(layers.norm(f"{prefix}_bn1")(layers.conv(width, 1, 1, f"{prefix}_conv1")(x)))
-    y = nn.relu(layers.norm(f"{prefix}_bn2")(layers.conv(width, 3, stride, f"{prefix}_conv2")(y)))
-    y = layers.norm(f"{prefix}_bn3", zero_scale=True)(layers.conv(out_features, 1, 1, f"{prefix}_conv3")(y))
-  else:
-    y = nn.relu(layers.norm(f"{prefix}_bn1")(layers.conv(width, 3, stride, f"{prefix}_conv1")(x)))
-    y = layers.norm(f"{prefix}_bn2", zero_scale=True)(layers.conv(width, 3, 1, f"{prefix}_conv2")(y))
   if stride != 1 or x.shape[-1] != out_features:
-    residual = layers.norm(f"{prefix}_downsample_1")(
-        layers.conv(out_features, 1, stride, f"{prefix}_downsample_0")(x))
+    residual = layers.conv_bn(x, out_features, 1, stride, f"{prefix}_downsample_0",
+                              f"{prefix}_downsample_1")
   return nn.relu(y + residual)
 
 
@@ -118,10 +120,9 @@ class ResNet(nn.Module):
     width = self.base_width * self.width_multiplier
     x = jnp.asarray(x, self.dtype)
     if self.small_stem:
-      x = nn.relu(layers.norm("bn1")(layers.conv(width, 3, 1, "conv1")(x)))
+      x = nn.relu(layers.conv_bn(x, width, 3, 1, "conv1", "bn1"))
     else:
-      x = nn.relu(layers.norm("bn1")(layers.conv(width, 7, 2, "conv1")(x)))
-      x = layers.max_pool(x)
+      x = layers.max_pool(nn.relu(layers.conv_bn(x, width, 7, 2, "conv1", "bn1")))
     for i, blocks in enumerate(self.stage_sizes):
       for j in range(blocks):
         stride = 2 if i > 0 and j == 0 else 1
