@@ -1,6 +1,8 @@
-"""Evaluation of frozen representations: kNN monitor and linear probe."""
+"""Evaluation of frozen representations: kNN monitor, linear probe, feature extraction."""
 
-from vicreg_jax.evaluate.knn import knn_accuracy, knn_scores, topk_accuracy
-from vicreg_jax.evaluate.linear import linear_probe
+from vicreg_jax.evaluate.config import probe_config
+from vicreg_jax.evaluate.knn import knn_accuracy, knn_predict, topk_accuracy
+from vicreg_jax.evaluate.linear import extract_features, linear_probe
 
-__all__ = ["knn_accuracy", "knn_scores", "linear_probe", "topk_accuracy"]
+__all__ = ["extract_features", "knn_accuracy", "knn_predict", "linear_probe", "probe_config",
+           "topk_accuracy"]
