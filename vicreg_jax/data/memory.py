@@ -4,11 +4,13 @@ For data that fits in memory (scikit-learn's digits, CIFAR-10/100, STL-10, any `
 images are placed on the devices once; each step picks its slice of the epoch's permutation
 and random-resized-crops both views there, so there is no per-step host work. Everything is a
 deterministic function of ``(seed, step)``: resuming at any step reproduces the run.
+TensorFlow is imported only for the tfds names, and only when they are loaded.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,48 +18,66 @@ import ml_collections
 import numpy as np
 
 from vicreg_jax import parallel
+from vicreg_jax.data.augment import UINT8_MAX
 
 TFDS_IN_MEMORY = ("cifar10", "cifar100", "stl10")
-DIGITS_TEST_FRACTION = 0.2
+# scikit-learn's 1797 digits: a fixed permutation (seed DIGITS_SPLIT_SEED), test = first 359.
+DIGITS_SPLIT_SIZES = {"train": 1438, "test": 359}
+DIGITS_SPLIT_SEED = 0
+DIGITS_MAX_VALUE = 16.0  # digits pixels are counts 0..16
 CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop
+CUBIC_A = -0.5  # bicubic kernel parameter of PIL, TF and jax.image (PyTorch tensors: -0.75)
 # Stream of the data keys: model init uses fold_in(seed, 0), the step rng fold_in(seed, 1).
 DATA_KEY_STREAM = 2
 
 
 def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
-  """[n, h, w] / [n, h, w, 1|3|4] numeric images -> uint8 [n, h, w, 3]."""
+  """[n, h, w] / [n, h, w, 1|3|4] images -> uint8 [n, h, w, 3].
+
+  Integer arrays are read as [0, 255], float arrays as [0, 1]. Gray is replicated on three
+  channels; alpha is dropped.
+  """
   if images.ndim == 3:
     images = images[..., None]
-  if images.shape[-1] == 4:
-    images = images[..., :3]
+  if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"Images must be [n, h, w] or [n, h, w, 1|3|4]; got shape {images.shape}.")
+  images = images[..., :3]
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
-  if images.shape[-1] != 3:
-    raise ValueError(f"Images must have 1, 3 or 4 channels; got shape {images.shape}.")
+  if np.issubdtype(images.dtype, np.floating):
+    images = images * UINT8_MAX
   if images.dtype != np.uint8:
-    images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    images = np.clip(np.rint(images), 0, UINT8_MAX).astype(np.uint8)
   return images
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  if split not in DIGITS_SPLIT_SIZES:
+    raise ValueError(f"digits has splits {list(DIGITS_SPLIT_SIZES)}; got {split!r}.")
   digits = load_digits()
-  images = digits.images * (255.0 / 16.0)  # values 0..16
-  order = np.random.default_rng(0).permutation(len(images))
-  n_test = int(round(DIGITS_TEST_FRACTION * len(images)))
+  order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(digits.images))
+  n_test = DIGITS_SPLIT_SIZES["test"]
   idx = order[n_test:] if split == "train" else order[:n_test]
-  return to_rgb_uint8(images[idx]), digits.target[idx].astype(np.int32)
+  return (to_rgb_uint8(digits.images[idx] / DIGITS_MAX_VALUE),
+          digits.target[idx].astype(np.int32))
 
 
-def _npz(path: str) -> tuple[np.ndarray, np.ndarray]:
+def _npz(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """``{split}_images`` / ``{split}_labels`` if present, else ``images`` / ``labels``."""
   if not path:
     raise FileNotFoundError("data.name='npz' needs --config.data.path=<file.npz> with an "
                             "'images' array (and optionally 'labels').")
   with np.load(path) as f:
-    if "images" not in f:
-      raise ValueError(f"{path} has no 'images' array (found {list(f.keys())}).")
-    images = to_rgb_uint8(f["images"])
-    labels = f["labels"].astype(np.int32) if "labels" in f else np.zeros(len(images), np.int32)
+    prefix = f"{split}_" if f"{split}_images" in f else ""
+    if f"{prefix}images" not in f:
+      raise ValueError(f"{path} has no 'images' or '{split}_images' array "
+                       f"(found {list(f.keys())}).")
+    images = to_rgb_uint8(f[f"{prefix}images"])
+    labels = (f[f"{prefix}labels"].astype(np.int32) if f"{prefix}labels" in f
+              else np.zeros(len(images), np.int32))
+  if len(labels) != len(images):
+    raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels.")
   return images, labels
 
 
@@ -70,20 +90,21 @@ def load_arrays(data_config: ml_collections.ConfigDict, split: str
                 ) -> tuple[np.ndarray, np.ndarray]:
   """Loads a whole split: (uint8 [n, h, w, 3], int32 [n] labels).
 
-  ``data_config.name``: ``digits`` (bundled with scikit-learn; deterministic 80/20 train/test
-  split), ``npz`` (``data_config.path``), or ``cifar10``/``cifar100``/``stl10`` from tfds.
+  ``data_config.name``: ``digits`` (bundled with scikit-learn; a fixed 80/20 train/test
+  split of sizes ``DIGITS_SPLIT_SIZES``), ``npz`` (``data_config.path``), or
+  ``cifar10``/``cifar100``/``stl10`` from tfds (``data_config.data_dir``; never downloads).
   """
   if data_config.name == "digits":
     return _digits(split)
   if data_config.name == "npz":
-    return _npz(data_config.path)
+    return _npz(data_config.path, split)
   if data_config.name in TFDS_IN_MEMORY:
     return _tfds(data_config.name, split, data_config.data_dir)
   raise ValueError(f"Unknown in-memory dataset {data_config.name!r}; use 'digits', 'npz' or "
                    f"one of {TFDS_IN_MEMORY}, or --config.data.source=tfds for streaming.")
 
 
-def _fallback_window(height: int, width: int, ratio) -> tuple[int, int]:
+def _fallback_window(height: int, width: int, ratio: Sequence[float]) -> tuple[int, int]:
   """torchvision's fallback: the whole image, cropped centrally to the nearest allowed aspect."""
   in_ratio = width / height
   if in_ratio < ratio[0]:
@@ -93,58 +114,102 @@ def _fallback_window(height: int, width: int, ratio) -> tuple[int, int]:
   return height, width
 
 
-def sample_crop_windows(key: jax.Array, n: int, height: int, width: int, scale, ratio
-                        ) -> jax.Array:
-  """RandomResizedCrop windows ``[n, 4]`` = (y, x, h, w) in pixels, float32.
+def sample_crop_window(key: jax.Array, height: int, width: int, scale: Sequence[float],
+                       ratio: Sequence[float]) -> jax.Array:
+  """One RandomResizedCrop window of a ``height x width`` image: f32[4] = (y, x, h, w) pixels.
 
-  Area ~ U(scale) of the image, log-aspect ~ U(log ratio); the first of 10 attempts that
-  fits is used, else a centre crop with the aspect clamped to ``ratio`` (torchvision).
+  As torchvision's ``RandomResizedCrop.get_params``: area ~ U(scale) of the image and
+  log-aspect (w / h) ~ U(log ratio), sides rounded to pixels; the first of 10 attempts that
+  fits is used, else the centre crop of :func:`_fallback_window`. The attempts are drawn
+  together and the first fitting one selected, so there is no loop in the program.
   """
   k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
-  area = height * width * jax.random.uniform(k_area, (n, CROP_ATTEMPTS), minval=scale[0],
+  area = height * width * jax.random.uniform(k_area, (CROP_ATTEMPTS,), minval=scale[0],
                                              maxval=scale[1])
-  aspect = jnp.exp(jax.random.uniform(k_ratio, (n, CROP_ATTEMPTS), minval=np.log(ratio[0]),
+  aspect = jnp.exp(jax.random.uniform(k_ratio, (CROP_ATTEMPTS,), minval=np.log(ratio[0]),
                                       maxval=np.log(ratio[1])))
   w = jnp.round(jnp.sqrt(area * aspect))
   h = jnp.round(jnp.sqrt(area / aspect))
   fits = (w <= width) & (h <= height) & (w >= 1) & (h >= 1)
-  first = jnp.argmax(fits, axis=1)
-  any_fit = jnp.any(fits, axis=1)
-  pick = lambda a: jnp.take_along_axis(a, first[:, None], axis=1)[:, 0]
+  first = jnp.argmax(fits)  # index of the first True (0 when none, then unused)
   fb_h, fb_w = _fallback_window(height, width, ratio)
-  w = jnp.where(any_fit, pick(w), fb_w)
-  h = jnp.where(any_fit, pick(h), fb_h)
-  y = jnp.where(any_fit, jnp.floor(jax.random.uniform(k_y, (n,)) * (height - h + 1)),
-                (height - h) // 2)
-  x = jnp.where(any_fit, jnp.floor(jax.random.uniform(k_x, (n,)) * (width - w + 1)),
-                (width - w) // 2)
-  return jnp.stack([y, x, h, w], axis=1).astype(jnp.float32)
+  any_fit = jnp.any(fits)
+  h = jnp.where(any_fit, h[first], fb_h)
+  w = jnp.where(any_fit, w[first], fb_w)
+  # Top-left corner uniform over the valid integer positions (torchvision's randint).
+  y = jnp.where(any_fit, jnp.floor(jax.random.uniform(k_y) * (height - h + 1)), (height - h) // 2)
+  x = jnp.where(any_fit, jnp.floor(jax.random.uniform(k_x) * (width - w + 1)), (width - w) // 2)
+  return jnp.stack([y, x, h, w]).astype(jnp.float32)
+
+
+def cubic_kernel(t: jax.Array) -> jax.Array:
+  """Keys' cubic convolution kernel with a = CUBIC_A (PIL's and TF's bicubic); support |t| < 2."""
+  t = jnp.abs(t)
+  near = ((CUBIC_A + 2) * t - (CUBIC_A + 3)) * t * t + 1
+  far = ((t - 5) * t + 8) * t * CUBIC_A - 4 * CUBIC_A
+  return jnp.where(t <= 1, near, jnp.where(t < 2, far, 0.0))
+
+
+def resample_matrix(start: jax.Array, length: jax.Array, in_size: int, out_size: int
+                    ) -> jax.Array:
+  """f32[out_size, in_size]: bicubic resampling of input pixels [start, start + length).
+
+  As PIL's resize of the cropped image: output pixel i is centred at input coordinate
+  ``start + (i + 0.5) * length / out_size``; when shrinking, the kernel is widened by the
+  shrink factor (antialiasing); pixels outside the window get weight 0 and each row is
+  renormalised, so the border of the crop never mixes in its neighbours.
+  """
+  stretch = length / out_size  # input pixels per output pixel
+  centres = start + (jnp.arange(out_size) + 0.5) * stretch
+  pixels = jnp.arange(in_size) + 0.5
+  support = jnp.maximum(stretch, 1.0)
+  weights = cubic_kernel((pixels[None, :] - centres[:, None]) / support)
+  inside = (pixels >= start) & (pixels < start + length)
+  weights = jnp.where(inside[None, :], weights, 0.0)
+  return weights / jnp.sum(weights, axis=1, keepdims=True)
 
 
 def crop_and_resize(image: jax.Array, window: jax.Array, size: int) -> jax.Array:
-  """Resamples ``window`` (y, x, h, w) of uint8 [H, W, 3] to float32 [size, size, 3] in [0, 255]."""
-  y, x, h, w = window[0], window[1], window[2], window[3]
-  scale = jnp.stack([size / h, size / w])
-  translation = -jnp.stack([y, x]) * scale
-  return jax.image.scale_and_translate(image.astype(jnp.float32), (size, size, 3), (0, 1),
-                                       scale, translation, method="cubic", antialias=True)
+  """Crops ``window`` (y, x, h, w) of [H, W, 3] and resizes it to float32 [size, size, 3].
+
+  Two small matmuls with :func:`resample_matrix` (static shapes for any window); values
+  keep the input's range but bicubic overshoot is not clipped.
+  """
+  rows = resample_matrix(window[0], window[2], image.shape[0], size)
+  cols = resample_matrix(window[1], window[3], image.shape[1], size)
+  image = image.astype(jnp.float32)
+  return jnp.einsum("ih,hwc,jw->ijc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)
 
 
-def random_resized_crop(key: jax.Array, images: jax.Array, size: int, scale, ratio
-                        ) -> jax.Array:
-  """uint8 [n, H, W, 3] -> uint8 [n, size, size, 3], one random window per image."""
-  windows = sample_crop_windows(key, images.shape[0], images.shape[1], images.shape[2],
-                                scale, ratio)
-  crops = jax.vmap(lambda img, win: crop_and_resize(img, win, size))(images, windows)
-  return jnp.clip(jnp.round(crops), 0, 255).astype(jnp.uint8)
+def random_resized_crop(key: jax.Array, image: jax.Array, out_size: int,
+                        scale: Sequence[float], ratio: Sequence[float]) -> jax.Array:
+  """uint8 [H, W, 3] -> uint8 [out_size, out_size, 3]: one random window, resized. Jittable."""
+  window = sample_crop_window(key, image.shape[0], image.shape[1], scale, ratio)
+  crop = crop_and_resize(image, window, out_size)
+  return jnp.clip(jnp.round(crop), 0, UINT8_MAX).astype(jnp.uint8)
+
+
+def random_resized_crops(key: jax.Array, images: jax.Array, out_size: int,
+                         scale: Sequence[float], ratio: Sequence[float]) -> jax.Array:
+  """:func:`random_resized_crop` of each image with its own key: [n, H, W, 3] -> [n, S, S, 3]."""
+  keys = jax.random.split(key, images.shape[0])
+  return jax.vmap(lambda k, img: random_resized_crop(k, img, out_size, scale, ratio))(keys, images)
 
 
 class MemoryViewSource:
-  """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches, one per step."""
+  """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches, one per step.
+
+  Step ``s`` takes slice ``s % steps_per_epoch`` of the permutation drawn from
+  ``fold_in(order_key, s // steps_per_epoch)`` (the remainder of each epoch is dropped) and
+  crops both views with keys from ``fold_in(crop_key, s)``, all inside one jitted function
+  whose output is sharded over the mesh (``parallel.batch_sharding``). The whole split stays
+  replicated on every device. Attributes: ``num_examples``, ``steps_per_epoch``.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
     images, _ = load_arrays(config.data, config.data.split)
     self.num_examples = len(images)
+    parallel.check_batch_divisible(config.batch_size, mesh)
     if config.batch_size > self.num_examples:
       raise ValueError(f"--config.batch_size={config.batch_size} is larger than the "
                        f"{self.num_examples} examples of {config.data.name}; lower it.")
@@ -163,7 +228,8 @@ class MemoryViewSource:
       idx = jax.lax.dynamic_slice(perm, ((step % spe) * batch,), (batch,))
       chosen = images[idx]
       key_a, key_b = jax.random.split(key)
-      return {name: random_resized_crop(k, chosen, aug.image_size, aug.crop_scale, aug.crop_ratio)
+      return {name: random_resized_crops(k, chosen, aug.image_size, aug.crop_scale,
+                                         aug.crop_ratio)
               for name, k in (("view_a", key_a), ("view_b", key_b))}
 
     self._make_batch = jax.jit(make_batch, out_shardings=parallel.batch_sharding(mesh))
