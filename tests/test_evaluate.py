@@ -155,7 +155,3 @@ def test_extract_features_pads_the_last_batch():
   np.testing.assert_allclose(features, images.reshape(10, -1) @ weights, rtol=1e-6)
 
 
-def test_probe_config_defaults_match_the_training_config():
-  probe, train_eval = evaluate.probe_config(), config_lib.base_config().eval
-  assert probe.linear.to_dict() == train_eval.linear.to_dict()
-  assert (probe.knn.k, probe.knn.temperature) == (train_eval.knn_k, train_eval.knn_temperature)

@@ -46,9 +46,8 @@ def test_import_weights_round_trip(tmp_path):
   backbone = models.resnet("resnet18", base_width=4)
   variables = backbone.init(jax.random.key(3), jnp.zeros((1, 16, 16, 3)), train=False)
   interop.save_safetensors(interop.flax_to_torch(variables), str(tmp_path / "w.safetensors"))
-  config = models.vicreg.ml_collections.ConfigDict(
-      dict(arch="resnet18", width_multiplier=1, base_width=4, small_stem=False,
-           expander="8-8", shared_branches=True, dtype="float32"))
+  config = config_lib.base_config().model
+  config.arch, config.base_width, config.expander, config.dtype = "resnet18", 4, "8-8", "float32"
   export.import_weights(str(tmp_path / "w.safetensors"), config, str(tmp_path / "imported"))
   _, back = export.load_exported(str(tmp_path / "imported"))
   for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(back)):

@@ -9,7 +9,9 @@ Models:    resnet, create_model, create_backbone, backbone_variables, representa
 Optimizer: lars, vicreg_schedule, create_optimizer, peak_learning_rate
 Config:    base_config, augment_recipe, load_config_file, validate_config
 Training:  train_and_evaluate, TrainState
-Export:    export_backbone, load_exported, torch_to_flax, flax_to_torch
+Evaluate:  extract_features, knn_accuracy, knn_predict, linear_probe, probe_config
+Export:    export_backbone, load_exported, torch_to_flax, flax_to_torch,
+           load_torch_state_dict, infer_resnet_options
 """
 
 import importlib
@@ -18,7 +20,9 @@ from vicreg_jax.config import augment_recipe, base_config, load_config_file
 from vicreg_jax.config import validate as validate_config
 from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, invariance_term,
                                variance_term, vicreg_loss)
-from vicreg_jax.models import (backbone_variables, create_backbone, create_model,
+from vicreg_jax.evaluate import (extract_features, knn_accuracy, knn_predict, linear_probe,
+                                 probe_config)
+from vicreg_jax.models import (Expander, ResNet, VICReg, backbone_variables, create_backbone, create_model,
                                representation_dim, resnet)
 from vicreg_jax.optim import create_optimizer, lars, peak_learning_rate, vicreg_schedule
 
@@ -26,6 +30,7 @@ _LAZY = {
     "train_and_evaluate": "vicreg_jax.train", "TrainState": "vicreg_jax.train",
     "export_backbone": "vicreg_jax.export", "load_exported": "vicreg_jax.export",
     "torch_to_flax": "vicreg_jax.interop", "flax_to_torch": "vicreg_jax.interop",
+    "load_torch_state_dict": "vicreg_jax.interop", "infer_resnet_options": "vicreg_jax.interop",
 }
 
 
@@ -39,7 +44,8 @@ __all__ = [
     "augment_recipe", "base_config", "load_config_file", "validate_config",
     "covariance_term", "embedding_std", "gather_batch", "invariance_term", "variance_term",
     "vicreg_loss",
-    "backbone_variables", "create_backbone", "create_model", "representation_dim", "resnet",
+    "extract_features", "knn_accuracy", "knn_predict", "linear_probe", "probe_config",
+    "Expander", "ResNet", "VICReg", "backbone_variables", "create_backbone", "create_model", "representation_dim", "resnet",
     "create_optimizer", "lars", "peak_learning_rate", "vicreg_schedule",
     *_LAZY,
 ]

@@ -12,6 +12,8 @@ import os
 
 import ml_collections
 
+from vicreg_jax.evaluate.config import probe_config
+
 # ImageNet RGB statistics used by the official Normalize transform (pixels in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -149,20 +151,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50
   c.nonfinite = "stop"            # "stop" or "skip" a step whose loss/gradient is not finite
 
+  probe = probe_config()          # paper's kNN and linear-probe protocol (App. C.2)
   c.eval = ml_collections.ConfigDict(dict(
-      knn_k=20,
-      knn_temperature=0.07,
+      knn=probe.knn,
+      linear=probe.linear,
       split="test",
       compare_random=False,       # after training: kNN/linear probe vs a random encoder
       feature_batch=512,          # images per forward pass when extracting features
-      linear=ml_collections.ConfigDict(dict(  # paper's linear-probe protocol (App. C.2)
-          lr=0.02,
-          momentum=0.9,
-          weight_decay=1e-6,
-          batch_size=256,
-          epochs=100,
-          init_std=0.01,
-      )),
   ))
   return c
 

@@ -31,11 +31,9 @@ def preprocess(images: np.ndarray, augment_config: ml_collections.ConfigDict) ->
 def extract_features(model, variables: dict, images: np.ndarray,
                      config: ml_collections.ConfigDict) -> np.ndarray:
   """Representations f32[n, dim] of branch a's encoder, in batches of ``eval.feature_batch``."""
-  encode = jax.jit(lambda v, x: model.apply(v, x, train=False, method="encode"))
-  batch = config.eval.feature_batch
-  feats = [np.asarray(encode(variables, preprocess(images[i:i + batch], config.augment)))
-           for i in range(0, len(images), batch)]
-  return np.concatenate(feats)
+  encode = jax.jit(lambda x: model.apply(variables, preprocess(x, config.augment), train=False,
+                                         method="encode"))
+  return evaluate.extract_features(encode, images, batch_size=config.eval.feature_batch)
 
 
 def evaluate_encoder(model, variables, config, train_set, test_set) -> dict[str, float]:
@@ -45,7 +43,7 @@ def evaluate_encoder(model, variables, config, train_set, test_set) -> dict[str,
   f_test = extract_features(model, variables, x_test, config)
   num_classes = int(max(y_train.max(), y_test.max())) + 1
   knn = evaluate.knn_accuracy(f_train, y_train, f_test, y_test, num_classes=num_classes,
-                              k=config.eval.knn_k, temperature=config.eval.knn_temperature)
+                              **config.eval.knn)
   probe = evaluate.linear_probe(f_train, y_train, f_test, y_test, num_classes=num_classes,
                                 probe_config=config.eval.linear, seed=config.seed)
   return {"knn_top1": knn["top1"], "linear_top1": probe["top1"],
