@@ -115,9 +115,10 @@ def base_config() -> ml_collections.ConfigDict:
       data_dir="",                # tfds data_dir ("" = tfds default)
       path="",                    # image folder (source="folder") or .npz file (name="npz")
       split="train",
-      num_examples=0,             # 0 = read from dataset metadata
-      shuffle_buffer=16384,
-      prefetch_batches=2,
+      num_examples=0,             # epoch length for schedules; 0 = count the data
+      shuffle_buffer=16384,       # tfds: examples mixed per epoch (folders: all file names)
+      prefetch_batches=2,         # host batches tf.data prepares ahead
+      device_prefetch=2,          # global batches transferred to the devices ahead
       threads=0,                  # tf.data private thread pool size; 0 = AUTOTUNE
   ))
   c.augment = augment_recipe("official")

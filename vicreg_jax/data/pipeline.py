@@ -1,39 +1,48 @@
-"""Streaming input with tf.data: tfds datasets or image folders -> per-process uint8 view pairs.
+"""Streaming input with tf.data: tfds datasets or image folders -> global uint8 view pairs.
 
 The host only decodes and crops: each view gets its own random-resized-crop window
-(``tf.image.stateless_sample_distorted_bounding_box``: area ``crop_scale``, aspect
-``crop_ratio``, whole image as fallback), decoded straight from the JPEG bytes with
-``decode_and_crop_jpeg`` (other formats are decoded whole), resized bicubically to S x S and
-returned as uint8. Flip, colour, blur and solarize run on the accelerator in the train step.
+(torchvision's sampler: area ``crop_scale``, log-aspect in ``crop_ratio``, 10 attempts, then
+a centre crop), decoded straight from the JPEG bytes with
+``decode_and_crop_jpeg`` (other formats are decoded whole, then cropped), resized
+bicubically (antialiased) to S x S and returned as uint8. Flip, colour jitter, grayscale,
+blur and solarize run on the accelerator in the train step (``augment.augment_pair``).
 
-Every random draw is seeded by ``(config.seed, element position)``, the order by
-``config.seed``, and the pipeline is deterministic, so ``start_step=k`` skips exactly the
-examples of the first k steps (before decoding) and resumes the same stream. Each process
-reads its own shard (``tfds.split_for_jax_process`` / every n-th file) and the host batches
-become global arrays with ``parallel.host_to_global``.
+Order and randomness: each process reads its own equal shard (``tfds.split_for_jax_process``
+with ``drop_remainder``, or every n-th file of a folder). Epoch ``e`` of a shard is shuffled
+with a seed drawn from ``(config.seed, e)`` (tfds: a ``data.shuffle_buffer`` window over the
+prepared, already shuffled records; folders: a full permutation of the file names), and the
+crop windows of an example are seeded by ``(config.seed, its global stream position)``. With
+``options.deterministic`` the stream is a function of the seed alone, so ``start_step=k``
+starts at epoch ``k * B // N`` and skips only the records of that epoch already used, before
+decoding.
 
-This is the only module that imports TensorFlow, inside functions; TF never sees the GPUs.
+This is the only module that imports TensorFlow, inside functions, and TF never sees the
+accelerators: importing it, or ``vicreg_jax.data``, works without TensorFlow installed.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
 from vicreg_jax import parallel
+from vicreg_jax.data.augment import UINT8_MAX
+from vicreg_jax.data.memory import CROP_ATTEMPTS, to_rgb_uint8
 
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 # Trailers of complete files: JPEG end-of-image marker, PNG IEND chunk (+ CRC).
 COMPLETE_TAIL = {b"\xff\xd8\xff": (b"\xff\xd9", 2), b"\x89PNG": (b"IEND\xaeB`\x82", 8)}
-# Element-seed stream of the crops (views 0 and 1 of element i use 2i and 2i + 1).
-VIEWS = 2
+VIEW_NAMES = ("view_a", "view_b")
 
 
 def _tf():
+  """TensorFlow, imported on first use, with the accelerators hidden from it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")
   return tf
@@ -44,26 +53,36 @@ def _tfds():
   return tfds
 
 
-def _missing(name: str, data_dir: str, err: Exception) -> FileNotFoundError:
-  where = data_dir or "the default tfds data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+def _not_prepared(name: str, where: str, err: Exception) -> FileNotFoundError:
   return FileNotFoundError(
-      f"tfds dataset {name!r} is not prepared in {where} ({type(err).__name__}: {err}). "
-      f"Prepare it once with `tfds build {name} --data_dir=<dir>` (ImageNet needs the "
-      "manual download placed in <dir>/downloads/manual), then pass "
-      "--config.data.data_dir=<dir>. Nothing is downloaded automatically.")
+      f"tfds dataset {name!r} is not prepared: looked in {where} ({type(err).__name__}: "
+      f"{str(err).splitlines()[0]}). Prepare it once with `tfds build {name} "
+      "--data_dir=<dir>` (ImageNet: put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar "
+      "in <dir>/downloads/manual first), then pass --config.data.data_dir=<dir>; or use "
+      "--config.data.source=folder --config.data.path=<root>/train for a folder of class "
+      "sub-folders. Nothing is ever downloaded.")
+
+
+def _builder(name: str, data_dir: str):
+  """The tfds builder of ``name`` in ``data_dir`` (never downloads; clear errors)."""
+  tfds = _tfds()
+  try:
+    return tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.DatasetNotFoundError as err:
+    raise ValueError(f"{name!r} is not a tfds dataset name (see `tfds.list_builders()`); "
+                     "for images in class sub-folders use --config.data.source=folder."
+                     ) from err
 
 
 def load_tfds_arrays(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """A whole small tfds split in memory: (uint8 images, int32 labels). Never downloads."""
+  """A whole small tfds split in memory: (uint8 [n, h, w, 3], int32 [n]). Never downloads."""
   _tf()
-  tfds = _tfds()
-  from vicreg_jax.data.memory import to_rgb_uint8  # pylint: disable=g-import-not-at-top
+  builder = _builder(name, data_dir)
   try:
-    images, labels = tfds.as_numpy(tfds.load(name, split=split, data_dir=data_dir or None,
-                                             download=False, batch_size=-1,
-                                             as_supervised=True))
-  except (AssertionError, tfds.core.DatasetNotFoundError, FileNotFoundError) as err:
-    raise _missing(name, data_dir, err) from err
+    ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
+  except (AssertionError, FileNotFoundError) as err:
+    raise _not_prepared(name, builder.data_dir, err) from err
+  images, labels = _tfds().as_numpy(ds)
   return to_rgb_uint8(images), labels.astype(np.int32)
 
 
@@ -87,8 +106,10 @@ def list_image_files(root: str, process_index: int = 0, process_count: int = 1) 
   """This process's share of the readable images under ``root/<class>/``.
 
   Files that are not images or are truncated (checked from their first and last bytes) are
-  skipped and counted in the log, so the stream's positions stay exact for resuming.
-  Shares are equal-sized (the remainder is dropped) and disjoint between processes.
+  skipped and counted in the log, so that the stream's positions stay exact for resuming.
+  Process ``i`` takes every ``process_count``-th file from the ``i``-th (so every class
+  is spread over all processes); shares are disjoint and of equal size (the remainder of
+  the sorted list is dropped).
   """
   if not os.path.isdir(root):
     raise FileNotFoundError(f"Image folder {root!r} does not exist; set --config.data.path "
@@ -106,98 +127,188 @@ def list_image_files(root: str, process_index: int = 0, process_count: int = 1) 
         skipped += 1
   if skipped:
     logging.warning("Skipped %d non-image or truncated files in %s.", skipped, root)
-  if not files:
-    raise FileNotFoundError(f"No images (JPEG/PNG/GIF/BMP) found in {root}/<class>/.")
   per_process = len(files) // process_count
-  return files[process_index * per_process:(process_index + 1) * per_process]
+  if not per_process:
+    raise FileNotFoundError(f"No images (JPEG/PNG/GIF/BMP) for {process_count} process(es) "
+                            f"in {root}/<class>/ ({len(files)} found).")
+  return files[process_index:per_process * process_count:process_count]
 
 
-def _crop_view(tf, contents, seed, augment_config):
-  """One random-resized-crop view of encoded image bytes -> uint8 [S, S, 3]."""
-  is_jpeg = tf.io.is_jpeg(contents)
-  decode_all = lambda: tf.io.decode_image(contents, channels=3, expand_animations=False)
-  shape = tf.cond(is_jpeg, lambda: tf.io.extract_jpeg_shape(contents),
-                  lambda: tf.shape(decode_all()))
-  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-      min_object_covered=0.0, aspect_ratio_range=tuple(augment_config.crop_ratio),
-      area_range=tuple(augment_config.crop_scale), max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
-  y, x, h, w = begin[0], begin[1], size[0], size[1]
-  crop = tf.cond(is_jpeg,
-                 lambda: tf.io.decode_and_crop_jpeg(contents, tf.stack([y, x, h, w]), channels=3),
-                 lambda: tf.image.crop_to_bounding_box(decode_all(), y, x, h, w))
-  s = augment_config.image_size
-  resized = tf.image.resize(tf.cast(crop, tf.float32), (s, s), method="bicubic", antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+class Shard(NamedTuple):
+  """One process's records for one epoch, before shuffling.
+
+  records: finite tf.data.Dataset of tf.string (file paths or encoded images).
+  read: records -> encoded image bytes (``tf.io.read_file`` or the identity).
+  shuffle_buffer: records mixed per epoch.
+  size: records per epoch on this process (equal on all processes).
+  """
+  records: Any
+  read: Callable[[Any], Any]
+  shuffle_buffer: int
+  size: int
 
 
-def _encoded_images(config, process_index, process_count):
-  """(dataset of encoded image bytes for this process, global number of examples)."""
+def _folder_shard(data: ml_collections.ConfigDict, process_index: int,
+                  process_count: int) -> Shard:
   tf = _tf()
-  data = config.data
-  if data.source == "folder":
-    files = list_image_files(data.path, process_index, process_count)
-    ds = tf.data.Dataset.from_tensor_slices(files).map(tf.io.read_file)
-    return ds, len(files) * process_count
+  files = list_image_files(data.path, process_index, process_count)
+  # File names are small: shuffle them all each epoch (folders are sorted by class).
+  return Shard(tf.data.Dataset.from_tensor_slices(files), tf.io.read_file, len(files),
+               len(files))
+
+
+def _tfds_shard(data: ml_collections.ConfigDict, process_index: int,
+                process_count: int) -> Shard:
   tfds = _tfds()
-  try:
-    builder = tfds.builder(data.name, data_dir=data.data_dir or None)
-  except tfds.core.DatasetNotFoundError as err:
-    raise _missing(data.name, data.data_dir, err) from err
+  builder = _builder(data.name, data.data_dir)
   split = tfds.split_for_jax_process(data.split, process_index=process_index,
                                      process_count=process_count, drop_remainder=True)
   try:
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             decoders={"image": tfds.decode.SkipDecoding()})
   except (AssertionError, FileNotFoundError) as err:
-    raise _missing(data.name, data.data_dir, err) from err
-  num_examples = data.num_examples or builder.info.splits[data.split].num_examples
-  return ds.map(lambda ex: ex["image"]), num_examples
+    raise _not_prepared(data.name, builder.data_dir, err) from err
+  size = int(ds.cardinality())
+  if size < 0:  # unknown cardinality (not written by tfds): fall back to the metadata
+    size = builder.info.splits[data.split].num_examples // process_count
+  return Shard(ds.map(lambda ex: ex["image"]), lambda x: x, data.shuffle_buffer, size)
+
+
+def sample_crop_window(tf, shape, seed, scale: Sequence[float], ratio: Sequence[float]):
+  """torchvision's RandomResizedCrop window in TF: int32 [4] = (y, x, h, w).
+
+  The same sampler as :func:`vicreg_jax.data.memory.sample_crop_window` (area ~ U(scale),
+  log-aspect ~ U(log ratio), first of 10 fitting attempts, else the centre crop clamped to
+  ``ratio``), written with stateless TF ops for the host. ``tf.image.sample_distorted_
+  bounding_box`` is not used: its aspect is uniform, not log-uniform, and its area skewed.
+
+  Args:
+    tf: the TensorFlow module.
+    shape: int [>= 2] tensor, image height and width first.
+    seed: int64 [2] stateless seed.
+    scale, ratio: area fraction and aspect (w / h) ranges.
+  """
+  height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  seeds = tf.random.experimental.stateless_split(seed, 4)
+  area = height * width * tf.random.stateless_uniform([CROP_ATTEMPTS], seeds[0], *scale)
+  aspect = tf.exp(tf.random.stateless_uniform([CROP_ATTEMPTS], seeds[1], np.log(ratio[0]),
+                                              np.log(ratio[1])))
+  w = tf.round(tf.sqrt(area * aspect))
+  h = tf.round(tf.sqrt(area / aspect))
+  fits = (w <= width) & (h <= height) & (w >= 1) & (h >= 1)
+  first = tf.argmax(tf.cast(fits, tf.int32))
+  in_ratio = width / height
+  fallback_h = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
+  fallback_w = tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width)
+  any_fit = tf.reduce_any(fits)
+  h = tf.where(any_fit, h[first], fallback_h)
+  w = tf.where(any_fit, w[first], fallback_w)
+  corner = lambda s, free: tf.floor(tf.random.stateless_uniform([], s) * (free + 1))
+  y = tf.where(any_fit, corner(seeds[2], height - h), tf.floor((height - h) / 2))
+  x = tf.where(any_fit, corner(seeds[3], width - w), tf.floor((width - w) / 2))
+  return tf.cast(tf.stack([y, x, h, w]), tf.int32)
+
+
+def _crop_view(tf, contents, seed, augment_config: ml_collections.ConfigDict):
+  """One random-resized-crop view of encoded image bytes -> uint8 [S, S, 3].
+
+  JPEGs are decoded only inside the window (``decode_and_crop_jpeg``); other formats are
+  decoded whole (gray and RGBA become RGB) and cropped.
+  """
+  is_jpeg = tf.io.is_jpeg(contents)
+  decode_all = lambda: tf.io.decode_image(contents, channels=3, expand_animations=False)
+  shape = tf.cond(is_jpeg, lambda: tf.io.extract_jpeg_shape(contents),
+                  lambda: tf.shape(decode_all()))
+  window = sample_crop_window(tf, shape, seed, augment_config.crop_scale,
+                              augment_config.crop_ratio)
+  crop = tf.cond(is_jpeg,
+                 lambda: tf.io.decode_and_crop_jpeg(contents, window, channels=3),
+                 lambda: tf.image.crop_to_bounding_box(decode_all(), *tf.unstack(window)))
+  s = augment_config.image_size
+  resized = tf.image.resize(tf.cast(crop, tf.float32), (s, s), method="bicubic", antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0, UINT8_MAX), tf.uint8)
 
 
 def build_dataset(config: ml_collections.ConfigDict, *, start_step: int, process_index: int,
                   process_count: int):
   """tf.data pipeline of this process's ``{"view_a", "view_b"}`` uint8 batches from a step.
 
-  Returns ``(dataset, global number of examples)``.
+  Args:
+    config: the full config (``data``, ``augment``, ``seed``, ``batch_size``).
+    start_step: first training step to produce (resume position).
+    process_index, process_count: this process and the number of processes; each reads
+      a disjoint shard and produces ``batch_size // process_count`` examples per step.
+
+  Returns:
+    ``(dataset, num_examples)``: an infinite dataset of dicts of uint8
+    [batch_size // process_count, S, S, 3], and the global number of examples per epoch.
   """
   tf = _tf()
+  data = config.data
+  if config.batch_size % process_count:
+    raise ValueError(f"--config.batch_size={config.batch_size} is not divisible by the "
+                     f"{process_count} processes.")
   batch = config.batch_size // process_count
-  ds, num_examples = _encoded_images(config, process_index, process_count)
-  ds = ds.shuffle(config.data.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
-  ds = ds.repeat().enumerate().skip(start_step * batch)  # skip before decoding: cheap
+  shard = (_folder_shard if data.source == "folder" else _tfds_shard)(
+      data, process_index, process_count)
+  seed = tf.constant(config.seed, tf.int64)
 
-  def views(position, contents):
-    base = tf.cast(position, tf.int32) * VIEWS
-    return {name: _crop_view(tf, contents, tf.stack([config.seed, base + v]), config.augment)
-            for v, name in enumerate(("view_a", "view_b"))}
+  def epoch(e):
+    """Epoch e of the shard: shuffled from (seed, e), with global positions."""
+    epoch_seed = tf.random.stateless_uniform([], seed=tf.stack([seed, e]), minval=None,
+                                             maxval=None, dtype=tf.int64)
+    return shard.records.shuffle(shard.shuffle_buffer, seed=epoch_seed).enumerate(
+        e * shard.size)
+
+  first = start_step * batch
+  records = tf.data.Dataset.counter(first // shard.size).flat_map(epoch)
+  records = records.skip(first % shard.size)  # before reading and decoding: cheap
+
+  def views(position, record):
+    contents = shard.read(record)
+    # Every (process, position, view) has its own crop seed; int64 so that 1000 ImageNet
+    # epochs do not wrap around.
+    element = (position * process_count + process_index) * len(VIEW_NAMES)
+    return {name: _crop_view(tf, contents, tf.stack([seed, element + v]), config.augment)
+            for v, name in enumerate(VIEW_NAMES)}
 
   options = tf.data.Options()
-  options.deterministic = True  # exact resume
+  options.deterministic = True  # exact resume and reproducible runs
   options.autotune.enabled = True
-  if config.data.threads:
-    options.threading.private_threadpool_size = config.data.threads
+  options.threading.max_intra_op_parallelism = 1  # parallelism comes from the maps
+  if data.threads:
+    options.threading.private_threadpool_size = data.threads
   # Last resort for files damaged inside (intact start and end): dropped with a warning; the
   # stream stays deterministic, though such a drop shifts later batch boundaries.
-  ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
-  ds = ds.batch(batch, drop_remainder=True)
-  return ds.prefetch(config.data.prefetch_batches).with_options(options), num_examples
+  ds = records.map(views, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+  ds = ds.batch(batch, drop_remainder=True).prefetch(data.prefetch_batches)
+  return ds.with_options(options), data.num_examples or shard.size * process_count
 
 
 class StreamingViewSource:
-  """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches from tf.data."""
+  """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches from tf.data.
+
+  Each process's batches become global arrays sharded over the mesh
+  (``parallel.host_to_global``); ``data.device_prefetch`` of them are kept in flight so
+  that host-to-device copies overlap the training step. Attributes: ``num_examples``,
+  ``steps_per_epoch``.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
+    parallel.check_batch_divisible(config.batch_size, mesh)
     ds, self.num_examples = build_dataset(config, start_step=start_step,
                                           process_index=jax.process_index(),
                                           process_count=jax.process_count())
     self.steps_per_epoch = max(self.num_examples // config.batch_size, 1)
     self._mesh = mesh
-    self._it = ds.as_numpy_iterator()
+    self._host = ds.as_numpy_iterator()
+    self._ahead = collections.deque()
+    self._depth = config.data.device_prefetch
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
-    return parallel.host_to_global(self._mesh, next(self._it))
+    while len(self._ahead) <= self._depth:
+      self._ahead.append(parallel.host_to_global(self._mesh, next(self._host)))
+    return self._ahead.popleft()
