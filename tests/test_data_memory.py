@@ -171,6 +171,20 @@ def test_npz_and_bad_inputs(tmp_path):
     memory.MemoryViewSource(digits_config(batch_size=60), parallel.make_mesh())
 
 
+def test_create_view_source_dispatches_on_data_source():
+  from vicreg_jax import data  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh()
+  source = data.create_view_source(digits_config(), mesh, start_step=3)
+  assert isinstance(source, memory.MemoryViewSource) and source.steps_per_epoch == 1438 // 64
+  np.testing.assert_array_equal(
+      jax.device_get(next(source)["view_b"]),
+      jax.device_get(next(memory.MemoryViewSource(digits_config(), mesh, start_step=3))["view_b"]))
+  c = digits_config()
+  c.data.source = "s3"
+  with pytest.raises(ValueError, match="data.source"):
+    data.create_view_source(c, mesh)
+
+
 def test_synthetic_source_for_benchmarks():
   from vicreg_jax import data  # pylint: disable=g-import-not-at-top
   c = digits_config()

@@ -9,14 +9,34 @@ sources (``source="tfds"`` or ``"folder"``) do, when created.
 
 from __future__ import annotations
 
-import ml_collections
+from typing import Iterator, Protocol
 
 import jax
+import ml_collections
 import numpy as np
 
 from vicreg_jax import parallel
-from vicreg_jax.data.augment import augment_pair, augment_view
-from vicreg_jax.data.memory import MemoryViewSource, load_arrays
+from vicreg_jax.data.augment import augment_pair, augment_view, sample_view_params
+from vicreg_jax.data.memory import MemoryViewSource, load_arrays, random_resized_crop
+
+
+class ViewSource(Protocol):
+  """What pretraining iterates: one global batch of uint8 view pairs per step.
+
+  ``next()`` gives ``{"view_a", "view_b"}``: uint8 [config.batch_size, S, S, 3] global
+  ``jax.Array``s sharded with ``parallel.batch_sharding(mesh)`` (S =
+  ``config.augment.image_size``), for steps ``start_step, start_step + 1, ...``, a
+  deterministic function of ``(config.seed, step)``.
+  """
+
+  num_examples: int  # examples per epoch, over all processes
+  steps_per_epoch: int  # num_examples // batch_size, at least 1
+
+  def __iter__(self) -> Iterator[dict]:
+    ...
+
+  def __next__(self) -> dict:
+    ...
 
 
 class SyntheticViewSource:
@@ -45,8 +65,14 @@ class SyntheticViewSource:
     return self._batch
 
 
-def create_view_source(config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
-  """The view-pair source selected by ``config.data.source``, positioned at ``start_step``."""
+def create_view_source(config: ml_collections.ConfigDict, mesh, *, start_step: int = 0
+                       ) -> ViewSource:
+  """The view-pair source selected by ``config.data.source``, positioned at ``start_step``.
+
+  ``memory``: the split in device memory, crops on the accelerator (:mod:`.memory`);
+  ``tfds`` / ``folder``: tf.data decode and crop on the host (:mod:`.pipeline`, imports
+  TensorFlow); ``synthetic``: one random batch, for benchmarks.
+  """
   if config.data.source == "memory":
     return MemoryViewSource(config, mesh, start_step=start_step)
   if config.data.source == "synthetic":
@@ -58,5 +84,6 @@ def create_view_source(config: ml_collections.ConfigDict, mesh, *, start_step: i
                    "'folder' or 'synthetic'.")
 
 
-__all__ = ["MemoryViewSource", "SyntheticViewSource", "augment_pair", "augment_view", "create_view_source",
-           "load_arrays"]
+__all__ = ["MemoryViewSource", "SyntheticViewSource", "ViewSource", "augment_pair",
+           "augment_view", "create_view_source", "load_arrays", "random_resized_crop",
+           "sample_view_params"]
