@@ -88,8 +88,9 @@ def test_crop_area_and_log_aspect_are_uniform_when_every_attempt_fits():
 
 
 def test_fallback_is_centre_crop_with_clamped_aspect():
-  assert memory._fallback_window(10, 100, (3 / 4, 4 / 3)) == (10, 13)  # pylint: disable=protected-access
-  assert memory._fallback_window(100, 10, (3 / 4, 4 / 3)) == (13, 10)  # pylint: disable=protected-access
+  fallback = memory._fallback_window  # pylint: disable=protected-access
+  assert fallback(10, 100, (3 / 4, 4 / 3)) == (10, 13)
+  assert fallback(100, 10, (3 / 4, 4 / 3)) == (13, 10)
   # A 1 x 100 strip admits no crop in (3/4, 4/3) of at least 8% of its area: centre fallback.
   y, x, h, w = sample_windows(jax.random.key(0), 16, 1, 100)[0]
   assert (y, x, h, w) == (0, 49, 1, 1)
