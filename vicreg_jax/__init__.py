@@ -9,6 +9,7 @@ Models:    resnet, create_model, create_backbone, backbone_variables, representa
 Optimizer: lars, vicreg_schedule, create_optimizer, peak_learning_rate
 Config:    base_config, augment_recipe, load_config_file, validate_config
 Training:  train_and_evaluate, TrainState
+Data:      create_view_source, augment_pair, augment_view, load_arrays
 Evaluate:  extract_features, knn_accuracy, knn_predict, linear_probe, probe_config
 Export:    export_backbone, load_exported, torch_to_flax, flax_to_torch,
            load_torch_state_dict, infer_resnet_options
@@ -20,6 +21,7 @@ from vicreg_jax.config import augment_recipe, base_config, load_config_file
 from vicreg_jax.config import validate as validate_config
 from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, invariance_term,
                                variance_term, vicreg_loss)
+from vicreg_jax.data import augment_pair, augment_view, create_view_source, load_arrays
 from vicreg_jax.evaluate import (extract_features, knn_accuracy, knn_predict, linear_probe,
                                  probe_config)
 from vicreg_jax.models import (Expander, ResNet, VICReg, backbone_variables, create_backbone, create_model,
@@ -44,6 +46,7 @@ __all__ = [
     "augment_recipe", "base_config", "load_config_file", "validate_config",
     "covariance_term", "embedding_std", "gather_batch", "invariance_term", "variance_term",
     "vicreg_loss",
+    "augment_pair", "augment_view", "create_view_source", "load_arrays",
     "extract_features", "knn_accuracy", "knn_predict", "linear_probe", "probe_config",
     "Expander", "ResNet", "VICReg", "backbone_variables", "create_backbone", "create_model", "representation_dim", "resnet",
     "create_optimizer", "lars", "peak_learning_rate", "vicreg_schedule",

@@ -203,6 +203,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.data.source in ("tfds", "folder", "memory", "synthetic"),
            f"--config.data.source={c.data.source!r}; use 'tfds', 'folder', 'memory' or "
            "'synthetic'.")
+  _require(c.data.shuffle_buffer > 0 and c.data.device_prefetch >= 0,
+           "--config.data.shuffle_buffer must be > 0 and --config.data.device_prefetch >= 0.")
   _require(c.data.source != "folder" or bool(c.data.path),
            "--config.data.source=folder needs --config.data.path=<folder of class sub-folders>.")
   _require(c.model.dtype in ("float32", "bfloat16", "float16"),
