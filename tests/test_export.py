@@ -27,7 +27,7 @@ def test_training_exports_a_backbone_that_reproduces_features(finished_run):
   want = result.model.apply({"params": result.state.params, "batch_stats": result.state.batch_stats},
                             x, train=False, method="encode")
   np.testing.assert_array_equal(backbone.apply(variables, x, train=False), want)
-  torch_layout = interop.load_state_dict(f"{workdir}/export/backbone.safetensors")
+  torch_layout = interop.load_torch_state_dict(f"{workdir}/export/backbone.safetensors")
   assert "layer4.1.bn2.running_var" in torch_layout and "conv1.weight" in torch_layout
 
 

@@ -27,6 +27,11 @@ class IncompatibleCheckpointError(ValueError):
   """The workdir holds checkpoints of a run with an incompatible configuration."""
 
 
+def checkpoint_dir(workdir: str) -> str:
+  """Where a pretraining run in ``workdir`` keeps its checkpoints."""
+  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
 def create_manager(workdir: str, ckpt_config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   """A CheckpointManager in ``workdir/checkpoints`` with retention and async from the config."""
   options = ocp.CheckpointManagerOptions(
@@ -34,8 +39,7 @@ def create_manager(workdir: str, ckpt_config: ml_collections.ConfigDict) -> ocp.
       save_interval_steps=ckpt_config.every_steps,
       enable_async_checkpointing=ckpt_config.async_save,
   )
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
-                               options=options)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,

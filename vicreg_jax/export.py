@@ -62,12 +62,12 @@ def load_exported(out_dir: str) -> tuple[models.ResNet, dict]:
 
 def export_from_workdir(workdir: str, step: int | None, out_dir: str, branch: str) -> str:
   """Restores ``step`` (default: latest) of a pretraining workdir and exports its backbone."""
-  manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir),
-                                               checkpoint.CHECKPOINT_DIR))
+  directory = checkpoint.checkpoint_dir(workdir)
+  manager = ocp.CheckpointManager(directory)
   steps = manager.all_steps()
   if not steps:
-    raise FileNotFoundError(f"No checkpoints in {workdir}/{checkpoint.CHECKPOINT_DIR}; pass "
-                            "the --workdir of a pretraining run.")
+    raise FileNotFoundError(f"No checkpoints in {directory}; pass the --workdir of a "
+                            "pretraining run.")
   step = max(steps) if step is None else step
   if step not in steps:
     raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")
@@ -80,7 +80,7 @@ def export_from_workdir(workdir: str, step: int | None, out_dir: str, branch: st
 def import_weights(path: str, model_config: ml_collections.ConfigDict, out_dir: str) -> str:
   """Converts an official/torchvision ResNet checkpoint into an export folder."""
   backbone = models.create_backbone(model_config)
-  variables = interop.torch_to_flax(interop.load_state_dict(path), backbone)
+  variables = interop.torch_to_flax(interop.load_torch_state_dict(path), backbone)
   return export_backbone({k: {"backbone": v} for k, v in variables.items()}, model_config,
                          out_dir, step=0)
 

@@ -199,7 +199,3 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     obj = obj["model"]
   return {k: (v.float() if v.is_floating_point() else v).numpy()
           for k, v in obj.items() if isinstance(v, torch.Tensor)}
-
-
-# The name vicreg_jax.export uses.
-load_state_dict = load_torch_state_dict
