@@ -12,7 +12,7 @@ import os
 
 import ml_collections
 
-from vicreg_jax.evaluate.config import probe_config
+from vicreg_jax.evaluate.config import eval_transform, probe_config
 
 # ImageNet RGB statistics used by the official Normalize transform (pixels in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
           spatial_dims=ml_collections.config_dict.placeholder(int),
       )),
       dtype="bfloat16",           # compute dtype; parameters stay float32
+      # > 0: online linear probe with this many classes on stop-gradient representations
+      # of view a, trained alongside (BYOL's monitor); the batches must carry labels.
+      online_probe_classes=0,
   ))
 
   c.loss = ml_collections.ConfigDict(dict(
@@ -156,9 +159,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       knn=probe.knn,
       linear=probe.linear,
-      split="test",
+      finetune=probe.finetune,
+      transform=eval_transform(), # train/eval crops of the supervised protocols
+      train_split="train",        # labelled examples the kNN bank / probe / fine-tune use
+      split="test",               # held-out split the accuracies are measured on
       compare_random=False,       # after training: kNN/linear probe vs a random encoder
       feature_batch=512,          # images per forward pass when extracting features
+      knn_every_steps=0,          # kNN monitor during pretraining every N steps; 0 = off
+      monitor_examples=10000,     # kNN monitor: at most this many train and test images
   ))
   return c
 

@@ -81,6 +81,20 @@ def _npz(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels
 
 
+def load_ids(data_config: ml_collections.ConfigDict, split: str, n: int) -> list[str]:
+  """Example ids of a split (for label-subset files): an ``.npz``'s ``{split}_ids`` (or
+  ``ids``) array if present, else the example indices ``"0"``, ``"1"``, ..."""
+  if data_config.name == "npz" and data_config.path:
+    with np.load(data_config.path) as f:
+      for key in (f"{split}_ids", "ids"):
+        if key in f:
+          ids = [str(x) for x in f[key]]
+          if len(ids) != n:
+            raise ValueError(f"{data_config.path}: {key} has {len(ids)} entries for {n} images.")
+          return ids
+  return [str(i) for i in range(n)]
+
+
 def _tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
   from vicreg_jax.data import pipeline  # pylint: disable=g-import-not-at-top  (imports TF)
   return pipeline.load_tfds_arrays(name, split, data_dir)
@@ -150,11 +164,19 @@ def cubic_kernel(t: jax.Array) -> jax.Array:
   return jnp.where(t <= 1, near, jnp.where(t < 2, far, 0.0))
 
 
-def resample_matrix(start: jax.Array, length: jax.Array, in_size: int, out_size: int
-                    ) -> jax.Array:
-  """f32[out_size, in_size]: bicubic resampling of input pixels [start, start + length).
+def linear_kernel(t: jax.Array) -> jax.Array:
+  """The triangle kernel of bilinear resampling (PIL's and torchvision's); support |t| < 1."""
+  return jnp.maximum(1.0 - jnp.abs(t), 0.0)
 
-  As PIL's resize of the cropped image: output pixel i is centred at input coordinate
+
+RESAMPLE_KERNELS = {"bicubic": cubic_kernel, "bilinear": linear_kernel}
+
+
+def resample_matrix(start: jax.Array, length: jax.Array, in_size: int, out_size: int,
+                    kernel: str = "bicubic") -> jax.Array:
+  """f32[out_size, in_size]: resampling of input pixels [start, start + length).
+
+  ``kernel``: ``"bicubic"`` (views) or ``"bilinear"`` (the probe's crops). As PIL's resize of the cropped image: output pixel i is centred at input coordinate
   ``start + (i + 0.5) * length / out_size``; when shrinking, the kernel is widened by the
   shrink factor (antialiasing); pixels outside the window get weight 0 and each row is
   renormalised, so the border of the crop never mixes in its neighbours.
@@ -163,20 +185,21 @@ def resample_matrix(start: jax.Array, length: jax.Array, in_size: int, out_size:
   centres = start + (jnp.arange(out_size) + 0.5) * stretch
   pixels = jnp.arange(in_size) + 0.5
   support = jnp.maximum(stretch, 1.0)
-  weights = cubic_kernel((pixels[None, :] - centres[:, None]) / support)
+  weights = RESAMPLE_KERNELS[kernel]((pixels[None, :] - centres[:, None]) / support)
   inside = (pixels >= start) & (pixels < start + length)
   weights = jnp.where(inside[None, :], weights, 0.0)
   return weights / jnp.sum(weights, axis=1, keepdims=True)
 
 
-def crop_and_resize(image: jax.Array, window: jax.Array, size: int) -> jax.Array:
+def crop_and_resize(image: jax.Array, window: jax.Array, size: int,
+                    kernel: str = "bicubic") -> jax.Array:
   """Crops ``window`` (y, x, h, w) of [H, W, 3] and resizes it to float32 [size, size, 3].
 
   Two small matmuls with :func:`resample_matrix` (static shapes for any window); values
   keep the input's range but bicubic overshoot is not clipped.
   """
-  rows = resample_matrix(window[0], window[2], image.shape[0], size)
-  cols = resample_matrix(window[1], window[3], image.shape[1], size)
+  rows = resample_matrix(window[0], window[2], image.shape[0], size, kernel)
+  cols = resample_matrix(window[1], window[3], image.shape[1], size, kernel)
   image = image.astype(jnp.float32)
   return jnp.einsum("ih,hwc,jw->ijc", rows, image, cols, precision=jax.lax.Precision.HIGHEST)
 
