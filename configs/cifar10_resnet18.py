@@ -2,10 +2,12 @@
 
 Batch 256 with base_lr 0.5 (the paper's value for batch 256), the CIFAR augmentation recipe
 (crop scale 0.2-1, no blur), 2048-2048-2048 expander, 1000 epochs as small-scale peers use.
+Evaluation uses the small-image crops: pad 4 + random 32-px crop + flip for training, the
+whole 32-px image for testing.
 Needs CIFAR-10 prepared for tfds (``tfds build cifar10`` once, with network).
 """
 
-from vicreg_jax.config import augment_recipe, base_config
+from vicreg_jax.config import augment_recipe, base_config, eval_transform
 
 
 def get_config(variant: str = ""):
@@ -21,4 +23,5 @@ def get_config(variant: str = ""):
   c.epochs = 1000
   c.optim.base_lr = 0.5
   c.checkpoint.every_steps = 2000
+  c.eval.transform = eval_transform(32, 32, "pad_random", pad=4)
   return c

@@ -6,7 +6,7 @@ encoder against the same encoder at random initialisation.
 Variant ``tiny``: a few steps of an even smaller network, for tests.
 """
 
-from vicreg_jax.config import augment_recipe, base_config
+from vicreg_jax.config import augment_recipe, base_config, eval_transform
 
 
 def get_config(variant: str = ""):
@@ -25,6 +25,8 @@ def get_config(variant: str = ""):
   c.log_every_steps = 10
   c.checkpoint.every_steps = 100
   c.eval.compare_random = True
+  c.eval.transform = eval_transform(16, 16)  # whole 8-px digits upsampled, as the views
+  c.eval.linear.on_features = True  # fast path: features once, then 100 head epochs
   if variant == "tiny":
     c.augment = augment_recipe("cifar", image_size=8)
     c.model.base_width = 4
@@ -35,6 +37,7 @@ def get_config(variant: str = ""):
     c.checkpoint.every_steps = 2
     c.checkpoint.async_save = False
     c.eval.compare_random = False
+    c.eval.transform = eval_transform(8, 8)
   elif variant:
     raise ValueError(f"Unknown variant {variant!r} of demo; use '' or 'tiny'.")
   return c

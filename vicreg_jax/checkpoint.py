@@ -23,6 +23,10 @@ CHECKPOINT_DIR = "checkpoints"
 INCOMPATIBLE_KEYS = ("model",)
 
 
+# Marks, in a checkpoint's saved config, a backbone imported from released weights.
+IMPORTED_KEY = "imported_from"
+
+
 class IncompatibleCheckpointError(ValueError):
   """The workdir holds checkpoints of a run with an incompatible configuration."""
 
@@ -64,6 +68,10 @@ def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
   """Raises IncompatibleCheckpointError if the workdir's checkpoints were made with an incompatible config."""
+  if IMPORTED_KEY in saved:
+    raise IncompatibleCheckpointError(
+        f"{workdir} holds weights imported from {saved[IMPORTED_KEY]} for evaluation only "
+        "(no expander or optimizer state); pretrain in another --workdir.")
   current = json.loads(config.to_json())
   for key in INCOMPATIBLE_KEYS:
     if saved.get(key) != current.get(key):
@@ -92,3 +100,98 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any,
       logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); trying an older one.",
                       step, workdir, type(err).__name__, err)
   return None, 0
+
+
+def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
+  """The model variables of a pretraining (or imported) workdir, on the host.
+
+  Args:
+    workdir: a pretraining ``--workdir`` (or one written by ``export --import_weights``).
+    step: checkpoint step; None for the latest.
+
+  Returns:
+    ``(variables, config, step)``: ``{"params", "batch_stats"}`` of the whole VICReg model
+    (NumPy/JAX arrays as saved), the run's config as a dict, and the step restored.
+
+  Raises:
+    FileNotFoundError if the workdir has no checkpoints; ValueError for a missing step.
+  """
+  directory = checkpoint_dir(workdir)
+  manager = ocp.CheckpointManager(directory)
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"No checkpoints in {directory}; pass the --workdir of a "
+                            "pretraining run, or import weights into it first "
+                            "(python -m vicreg_jax.export --import_weights ... --workdir ...).")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  manager.close()
+  state = restored.state
+  variables = {name: state[name] for name in ("params", "batch_stats") if name in state}
+  return variables, restored.meta["config"], step
+
+
+def save_imported(workdir: str, backbone_variables: dict, config: ml_collections.ConfigDict,
+                  source: str) -> str:
+  """Writes an encoder's variables as step 0 of ``workdir/checkpoints`` for evaluation.
+
+  The state holds ``params``/``batch_stats`` with the encoder under ``backbone`` (as in a
+  pretraining state), so :func:`restore_variables` and the evaluation CLI read it like a
+  pretraining workdir. Pretraining refuses to resume from it.
+  """
+  directory = checkpoint_dir(workdir)
+  manager = ocp.CheckpointManager(directory)
+  if manager.all_steps():
+    raise FileExistsError(f"{directory} already holds checkpoints; import into an empty "
+                          "--workdir.")
+  state = {name: {"backbone": value} for name, value in backbone_variables.items()}
+  meta = {"config": {**json.loads(config.to_json()), IMPORTED_KEY: source}, "data_position": 0}
+  manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          meta=ocp.args.JsonSave(meta)))
+  manager.wait_until_finished()
+  manager.close()
+  return directory
+
+
+class EpochCheckpointer:
+  """Per-epoch state of an evaluation protocol in ``directory`` (the latest one kept).
+
+  Implements ``evaluate.classifier.Checkpointer``: ``restore(state)`` returns the latest
+  saved ``(state, history)`` shaped and sharded like ``state`` (or ``(state, [])``), and
+  refuses a state saved with other ``settings`` (the protocol's config and encoder);
+  ``save(epoch, state, history)`` writes synchronously, so a crash loses at most the
+  epoch in progress.
+  """
+
+  def __init__(self, directory: str, settings: dict | None = None):
+    self._directory = os.path.abspath(directory)
+    self._settings = json.loads(json.dumps(settings or {}))  # JSON-normalised for comparing
+    self._manager = ocp.CheckpointManager(
+        self._directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
+
+  def restore(self, state: Any) -> tuple[Any, list]:
+    step = self._manager.latest_step()
+    if step is None:
+      return state, []
+    saved = self._manager.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))
+    if saved.history.get("settings") != self._settings:
+      raise IncompatibleCheckpointError(
+          f"{self._directory} holds an evaluation run with other settings "
+          f"({saved.history.get('settings')}); delete that folder to start over, or rerun "
+          "with the same settings to resume.")
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state(state))))
+    logging.info("Resumed evaluation after epoch %d.", step)
+    return restored.state, saved.history["epochs"]
+
+  def save(self, epoch: int, state: Any, history: list) -> None:
+    self._manager.save(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        history=ocp.args.JsonSave({"epochs": history, "settings": self._settings})))
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

@@ -8,8 +8,10 @@
   ``torchvision.models.resnet50().load_state_dict(load_file(...), strict=False)`` (no fc);
 * ``backbone.json``: the model config and the step, to rebuild the module.
 
-``--import_weights resnet50.pth --arch resnet50`` converts an official or torchvision
-checkpoint into the same three files, so our evaluation can run on released weights.
+``--import_weights resnet50.pth --arch resnet50 --workdir W`` converts an official or
+torchvision checkpoint into step 0 of ``W/checkpoints`` (the evaluation CLI, ``python -m
+vicreg_jax.evaluate --workdir W``, then runs on the released weights); with ``--out DIR``
+instead of ``--workdir`` it writes the three export files there.
 Training calls :func:`export_backbone` at the end of every run.
 """
 
@@ -21,7 +23,6 @@ import sys
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 from absl import app, flags
 from absl import logging as absl_logging
 from flax import serialization
@@ -62,27 +63,28 @@ def load_exported(out_dir: str) -> tuple[models.ResNet, dict]:
 
 def export_from_workdir(workdir: str, step: int | None, out_dir: str, branch: str) -> str:
   """Restores ``step`` (default: latest) of a pretraining workdir and exports its backbone."""
-  directory = checkpoint.checkpoint_dir(workdir)
-  manager = ocp.CheckpointManager(directory)
-  steps = manager.all_steps()
-  if not steps:
-    raise FileNotFoundError(f"No checkpoints in {directory}; pass the --workdir of a "
-                            "pretraining run.")
-  step = max(steps) if step is None else step
-  if step not in steps:
-    raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  model_config = ml_collections.ConfigDict(restored.meta["config"]["model"])
-  return export_backbone(restored.state, model_config, out_dir, step=step, branch=branch)
+  variables, saved_config, step = checkpoint.restore_variables(workdir, step)
+  model_config = ml_collections.ConfigDict(saved_config["model"])
+  return export_backbone(variables, model_config, out_dir, step=step, branch=branch)
+
+
+def import_backbone(path: str, model_config: ml_collections.ConfigDict) -> dict:
+  """An official/torchvision ResNet checkpoint as our backbone's ``{params, batch_stats}``."""
+  backbone = models.create_backbone(model_config)
+  return interop.torch_to_flax(interop.load_torch_state_dict(path), backbone)
 
 
 def import_weights(path: str, model_config: ml_collections.ConfigDict, out_dir: str) -> str:
   """Converts an official/torchvision ResNet checkpoint into an export folder."""
-  backbone = models.create_backbone(model_config)
-  variables = interop.torch_to_flax(interop.load_torch_state_dict(path), backbone)
+  variables = import_backbone(path, model_config)
   return export_backbone({k: {"backbone": v} for k, v in variables.items()}, model_config,
                          out_dir, step=0)
+
+
+def import_into_workdir(path: str, config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Converts released weights into a checkpoint of ``workdir`` that evaluation can read."""
+  variables = import_backbone(path, config.model)
+  return checkpoint.save_imported(workdir, variables, config, os.path.abspath(path))
 
 
 FLAGS = flags.FLAGS
@@ -90,12 +92,14 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
   """Command-line flags; defined only when run as a program, since training imports this."""
-  flags.DEFINE_string("workdir", None, "Pretraining workdir to export from.")
+  flags.DEFINE_string("workdir", None, "Pretraining workdir to export from (with "
+                      "--import_weights: the workdir to import into).")
   flags.DEFINE_integer("step", None, "Checkpoint step to export (default: latest).")
   flags.DEFINE_string("branch", "a", "Branch whose backbone to export ('a' or 'b').")
   flags.DEFINE_string("out", None, "Output folder (default: <workdir>/export).")
   flags.DEFINE_string("import_weights", None, "A .pth/.safetensors ResNet to import instead.")
-  flags.DEFINE_string("arch", "resnet50", "Architecture of --import_weights.")
+  flags.DEFINE_string("arch", "resnet50", "Architecture of --import_weights (resnet18 ... "
+                      "resnet200).")
   flags.DEFINE_integer("width_multiplier", 1, "Width multiplier of --import_weights.")
 
 
@@ -104,15 +108,22 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs each restore phase at INFO
   if not FLAGS.workdir and not FLAGS.out:
     sys.exit("error: pass --workdir (or --out for --import_weights).")
-  out_dir = FLAGS.out or os.path.join(FLAGS.workdir, EXPORT_DIR)
   try:
     if FLAGS.import_weights:
-      model_config = config_lib.base_config().model
-      model_config.arch, model_config.width_multiplier = FLAGS.arch, FLAGS.width_multiplier
-      written = import_weights(FLAGS.import_weights, model_config, out_dir)
+      config = config_lib.base_config()
+      config.model.arch = FLAGS.arch
+      config.model.width_multiplier = FLAGS.width_multiplier
+      if FLAGS.out:
+        written = import_weights(FLAGS.import_weights, config.model, FLAGS.out)
+      else:
+        written = import_into_workdir(FLAGS.import_weights, config, FLAGS.workdir)
+        print(f"Wrote step 0 of {written}; evaluate it with python -m vicreg_jax.evaluate "
+              f"--config <recipe> --workdir {FLAGS.workdir}")
+        return
     else:
+      out_dir = FLAGS.out or os.path.join(FLAGS.workdir, EXPORT_DIR)
       written = export_from_workdir(FLAGS.workdir, FLAGS.step, out_dir, FLAGS.branch)
-  except (ValueError, FileNotFoundError, ImportError) as err:
+  except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
     sys.exit(f"error: {err}")
   print(f"Wrote backbone.msgpack, backbone.safetensors and backbone.json to {written}")
 

@@ -1,7 +1,11 @@
-"""Linear probe on frozen features (the paper's protocol, App. C.2) and feature extraction.
+"""Linear probe on a frozen encoder (the paper's protocol, App. C.2) and feature extraction.
 
-Protocol of the official ``evaluate.py`` in ``freeze`` mode, run on precomputed features
-(the fast path for small datasets: the encoder runs once, then only the head trains):
+:func:`linear_probe_images` is the protocol of the official ``evaluate.py`` in ``freeze``
+mode on images: random-resized crops + flips for training, resize + centre crop for
+evaluation, the encoder (eval mode) run every step, sharded over all devices
+(:mod:`vicreg_jax.evaluate.classifier`). :func:`linear_probe` is the fast path for small
+datasets: features of un-augmented images are extracted once, then only the head trains,
+with the same optimisation:
 head ``W ~ N(0, init_std)``, bias 0; softmax cross-entropy; PyTorch SGD with momentum and
 weight decay on every head parameter, bias included (``d = g + wd * p;
 buf = momentum * buf + d; p -= lr * buf``); shuffled batches of ``batch_size`` with a
@@ -14,7 +18,6 @@ the best of each over epochs is reported as the official ``best_acc``, with the 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable
 
 import jax
@@ -23,6 +26,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from vicreg_jax.evaluate import classifier
+from vicreg_jax.evaluate.classifier import head_logits, init_head
 from vicreg_jax.evaluate.knn import topk_accuracy
 
 Params = dict[str, jax.Array]
@@ -52,33 +57,18 @@ def extract_features(apply_fn: Callable[[jax.Array], jax.Array], images, *,
   return np.concatenate(features)
 
 
-def init_head(key: jax.Array, dim: int, num_classes: int, init_std: float) -> Params:
-  """Linear head as the official ``nn.Linear``: kernel f32[dim, c] ~ N(0, init_std), bias 0."""
-  return {"kernel": init_std * jax.random.normal(key, (dim, num_classes), jnp.float32),
-          "bias": jnp.zeros((num_classes,), jnp.float32)}
-
-
-def head_logits(params: Params, features: jax.Array) -> jax.Array:
-  """Logits f32[n, c] of features f32[n, dim]."""
-  return features @ params["kernel"] + params["bias"]
-
-
 def probe_optimizer(probe_config: ml_collections.ConfigDict,
                     steps_per_epoch: int) -> optax.GradientTransformation:
   """Torch SGD (momentum, decay on all parameters) with the per-epoch cosine rate."""
-  def per_epoch_cosine(count):
-    epoch = count // steps_per_epoch
-    return probe_config.lr * 0.5 * (1 + jnp.cos(math.pi * epoch / probe_config.epochs))
-  # optax.sgd = trace(momentum) then the rate: PyTorch's order, so rate changes match too.
-  return optax.chain(optax.add_decayed_weights(probe_config.weight_decay),
-                     optax.sgd(per_epoch_cosine, momentum=probe_config.momentum))
+  return classifier.torch_sgd(probe_config.lr, momentum=probe_config.momentum,
+                              weight_decay=probe_config.weight_decay,
+                              epochs=probe_config.epochs, steps_per_epoch=steps_per_epoch)
 
 
 def batch_loss(params: Params, features: jax.Array, labels: jax.Array,
                weights: jax.Array) -> jax.Array:
   """Mean cross-entropy over the real examples of a padded batch (``weights`` 1 real, 0 pad)."""
-  losses = optax.softmax_cross_entropy_with_integer_labels(head_logits(params, features), labels)
-  return jnp.sum(weights * losses) / jnp.sum(weights)
+  return classifier.weighted_cross_entropy(head_logits(params, features), labels, weights)
 
 
 def train_step(tx: optax.GradientTransformation, params: Params, opt_state: optax.OptState,
@@ -148,3 +138,55 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
           "best_top1": max(h["top1"] for h in history),
           "best_top5": max(h["top5"] for h in history),
           "epochs": len(history), "history": history}
+
+
+def source_features(apply_fn: Callable[[jax.Array], jax.Array], source
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """Features f32[n, d] and labels i32[n] of one pass over a labelled source, on the host.
+
+  ``apply_fn``: ``uint8 images [B, S, S, 3] -> features [B, d]``, jitted with a replicated
+  output so every process gets the whole batch; padding rows are dropped.
+  """
+  features, labels = [], []
+  for batch in source.epoch(0):
+    real = np.asarray(jax.device_get(batch["weight"])) > 0
+    features.append(np.asarray(apply_fn(batch["image"]), np.float32)[real])
+    labels.append(np.asarray(jax.device_get(batch["label"]))[real])
+  return np.concatenate(features), np.concatenate(labels)
+
+
+def linear_probe_images(backbone, variables: dict, train_source, eval_source, *, mesh,
+                        probe_config: ml_collections.ConfigDict, mean, std, seed: int = 0,
+                        checkpointer: classifier.Checkpointer | None = None,
+                        on_epoch: classifier.EpochCallback | None = None) -> dict:
+  """The paper's linear probe on images: frozen encoder, head trained on augmented crops.
+
+  Args:
+    backbone: the encoder module (``models.create_backbone``); its representation width is
+      the head's input.
+    variables: the encoder's ``{"params", "batch_stats"}``.
+    train_source, eval_source: labelled sources (``data.create_labelled_source`` with
+      ``train=True`` / ``False``), batches of ``probe_config.batch_size``.
+    mesh: the device mesh the sources shard over.
+    probe_config: ``config.eval.linear`` (lr, momentum, weight_decay, epochs, init_std).
+    mean, std: per-channel normalisation of the encoder's inputs (``config.augment``).
+    seed: head initialisation.
+    checkpointer: resumes from its latest epoch and saves after every epoch.
+    on_epoch: ``(epochs done, state, history)`` callback after every epoch.
+
+  Returns:
+    ``top1``/``top5`` (last epoch), ``best_top1``/``best_top5``, ``epochs``, ``history``
+    (percent).
+  """
+  tx = classifier.make_optimizer(probe_config.lr, None, momentum=probe_config.momentum,
+                                 weight_decay=probe_config.weight_decay,
+                                 epochs=probe_config.epochs,
+                                 steps_per_epoch=train_source.steps_per_epoch)
+  dim = classifier.representation_width(backbone, variables)
+  head = init_head(jax.random.key(seed), dim, train_source.num_classes, probe_config.init_std)
+  state = classifier.create_state(variables, head, tx, mesh)
+  steps = classifier.make_steps(backbone, tx, finetune=False, mean=mean, std=std, mesh=mesh)
+  _, summary = classifier.fit(state, steps, train_source, eval_source,
+                              epochs=probe_config.epochs, checkpointer=checkpointer,
+                              on_epoch=on_epoch)
+  return summary

@@ -1,0 +1,241 @@
+"""Supervised training of a linear head on an encoder: the engine of the probe and fine-tuning.
+
+One ``jax.jit`` step over global batches sharded on the mesh (labelled sources of
+:mod:`vicreg_jax.data.labelled`), as pretraining. Two modes, as the official ``evaluate.py``:
+
+* frozen (linear probe): the encoder runs in eval mode (BatchNorm running statistics), gets
+  no gradient and is never updated; only the head trains.
+* fine-tune: the encoder runs in train mode (batch statistics over the global batch, running
+  averages updated) and trains with its own learning rate beside the head's.
+
+Optimizer: PyTorch SGD (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``) with
+each group's rate annealed by ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch.
+The loss is the mean cross-entropy over the real rows of a batch (``weight`` 1; padding 0).
+After each epoch the held-out source is scored (top-1/top-5 over real rows, percent).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Protocol
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from vicreg_jax import parallel
+from vicreg_jax.data import augment
+
+TOPK = (1, 5)
+
+
+@flax.struct.dataclass
+class ClassifierState:
+  """Encoder + head being trained (arrays replicated on the mesh).
+
+  Attributes:
+    step: i32[] steps taken.
+    params: ``{"backbone": encoder params, "head": {"kernel" f32[d, c], "bias" f32[c]}}``.
+    batch_stats: the encoder's BatchNorm statistics.
+    opt_state: SGD state of the trained groups.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def per_epoch_cosine(lr: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
+  """``lr * (1 + cos(pi * epoch / epochs)) / 2`` with ``epoch = step // steps_per_epoch``."""
+  def schedule(count):
+    epoch = count // steps_per_epoch
+    return lr * 0.5 * (1 + jnp.cos(math.pi * epoch / epochs))
+  return schedule
+
+
+def torch_sgd(lr: float, *, momentum: float, weight_decay: float, epochs: int,
+              steps_per_epoch: int) -> optax.GradientTransformation:
+  """PyTorch SGD (decay added to the gradient, then momentum, then the rate) with the
+  per-epoch cosine rate; optax.sgd traces momentum before scaling, PyTorch's order."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.sgd(per_epoch_cosine(lr, epochs, steps_per_epoch), momentum=momentum))
+
+
+def make_optimizer(head_lr: float, backbone_lr: float | None, *, momentum: float,
+                   weight_decay: float, epochs: int, steps_per_epoch: int
+                   ) -> optax.GradientTransformation:
+  """SGD over ``{"backbone", "head"}``; ``backbone_lr=None`` freezes the encoder (no state)."""
+  sgd = lambda lr: torch_sgd(lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
+                             steps_per_epoch=steps_per_epoch)
+  backbone_tx = optax.set_to_zero() if backbone_lr is None else sgd(backbone_lr)
+  return optax.multi_transform({"backbone": backbone_tx, "head": sgd(head_lr)},
+                               {"backbone": "backbone", "head": "head"})
+
+
+def init_head(key: jax.Array, dim: int, num_classes: int, init_std: float) -> dict:
+  """Linear head as the official ``nn.Linear``: kernel f32[dim, c] ~ N(0, init_std), bias 0."""
+  return {"kernel": init_std * jax.random.normal(key, (dim, num_classes), jnp.float32),
+          "bias": jnp.zeros((num_classes,), jnp.float32)}
+
+
+# Side of the dummy input used to infer the representation width (any size works after the
+# global pooling; 32 px survives the standard stem's 32x downsampling).
+PROBE_INPUT_SIDE = 32
+
+
+def representation_width(backbone, variables: dict) -> int:
+  """Width d of the encoder's pooled output, from an abstract forward pass (no compute)."""
+  kernel = variables["params"]["conv1"]["kernel"]  # [*window, in_channels, out_channels]
+  shape = (1,) + (PROBE_INPUT_SIDE,) * (kernel.ndim - 2) + (kernel.shape[-2],)
+  out = jax.eval_shape(lambda v, x: backbone.apply(v, x, train=False), variables,
+                       jax.ShapeDtypeStruct(shape, jnp.float32))
+  return out.shape[-1]
+
+
+def head_logits(head: dict, features: jax.Array) -> jax.Array:
+  """Logits f32[n, c] of features [n, d] (computed in float32)."""
+  return features.astype(jnp.float32) @ head["kernel"] + head["bias"]
+
+
+def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array
+                           ) -> jax.Array:
+  """Mean cross-entropy over the rows with weight 1 (padding rows weigh 0)."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def topk_hits(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
+  """Weighted counts of rows whose label is among the k best logits, for k in ``TOPK``."""
+  k_max = min(max(TOPK), logits.shape[-1])
+  _, ranked = jax.lax.top_k(logits, k_max)
+  hits = ranked == labels[:, None]
+  return {f"top{k}": jnp.sum(weights * jnp.any(hits[:, :k], axis=1)) for k in TOPK}
+
+
+def create_state(variables: dict, head: dict, tx: optax.GradientTransformation,
+                 mesh) -> ClassifierState:
+  """Initial state, replicated on ``mesh``; ``variables`` holds the encoder's params/stats."""
+  params = {"backbone": variables["params"], "head": head}
+  state = ClassifierState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(params))
+  # Copied: the train step donates its state, which must not free the caller's arrays.
+  state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+  return jax.device_put(state, parallel.replicated(mesh))
+
+
+def make_steps(backbone, tx: optax.GradientTransformation, *, finetune: bool,
+               mean, std, mesh) -> tuple[Callable, Callable]:
+  """``(train_step, eval_step)``, both jitted over global batches.
+
+  ``train_step(state, batch) -> (state, {"loss"})``; ``eval_step(state, batch) ->
+  {"top1", "top5", "count"}`` (weighted hit counts over the batch's real rows). Batches are
+  ``{"image" uint8 [B, S, S, 3], "label" i32[B], "weight" f32[B]}``.
+  """
+  def features(params, batch_stats, images, train):
+    x = augment.normalize(augment.to_float(images), mean, std)
+    variables = {"params": params, "batch_stats": batch_stats}
+    if train:
+      return backbone.apply(variables, x, train=True, mutable=["batch_stats"])
+    return backbone.apply(variables, x, train=False), {"batch_stats": batch_stats}
+
+  def train_step(state: ClassifierState, batch: dict):
+    def loss_fn(params):
+      backbone_params = params["backbone"]
+      if not finetune:
+        backbone_params = jax.lax.stop_gradient(backbone_params)
+      reps, updates = features(backbone_params, state.batch_stats, batch["image"], finetune)
+      logits = head_logits(params["head"], reps)
+      return weighted_cross_entropy(logits, batch["label"], batch["weight"]), updates
+
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, step_updates),
+                              batch_stats=updates["batch_stats"], opt_state=opt_state)
+    return new_state, {"loss": loss}
+
+  def eval_step(state: ClassifierState, batch: dict):
+    reps, _ = features(state.params["backbone"], state.batch_stats, batch["image"], False)
+    hits = topk_hits(head_logits(state.params["head"], reps), batch["label"], batch["weight"])
+    return {**hits, "count": jnp.sum(batch["weight"])}
+
+  replicated = parallel.replicated(mesh)
+  return (jax.jit(train_step, donate_argnums=0, out_shardings=(replicated, replicated)),
+          jax.jit(eval_step, out_shardings=replicated))
+
+
+def score(eval_step: Callable, state: ClassifierState, batches: Iterable[dict]
+          ) -> dict[str, float]:
+  """Top-1/top-5 accuracy (percent) over all real rows of ``batches``."""
+  totals = None
+  for batch in batches:
+    hits = eval_step(state, batch)
+    totals = hits if totals is None else jax.tree.map(jnp.add, totals, hits)
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  if count == 0:
+    raise ValueError("The evaluation split has no examples.")
+  return {f"top{k}": 100.0 * float(totals[f"top{k}"]) / count for k in TOPK}
+
+
+def summarize(history: list[dict]) -> dict:
+  """Last epoch's top-1/top-5 with the best of each over epochs (the official ``best_acc``)."""
+  return {"top1": history[-1]["top1"], "top5": history[-1]["top5"],
+          "best_top1": max(h["top1"] for h in history),
+          "best_top5": max(h["top5"] for h in history),
+          "epochs": len(history), "history": history}
+
+
+EpochCallback = Callable[[int, ClassifierState, list], None]
+
+
+class Checkpointer(Protocol):
+  """Keeps a protocol's progress across restarts (``checkpoint.EpochCheckpointer``)."""
+
+  def restore(self, state: ClassifierState) -> tuple[ClassifierState, list]:
+    """The latest saved ``(state, history)`` shaped like ``state``, else ``(state, [])``."""
+
+  def save(self, epoch: int, state: ClassifierState, history: list) -> None:
+    """Saves the state and history after ``epoch`` epochs."""
+
+
+def fit(state: ClassifierState, steps: tuple[Callable, Callable], train_source, eval_source, *,
+        epochs: int, checkpointer: Checkpointer | None = None,
+        on_epoch: EpochCallback | None = None) -> tuple[ClassifierState, dict]:
+  """Trains for ``epochs`` epochs, scoring ``eval_source`` after each; resumes if it can.
+
+  Args:
+    state: initial state.
+    steps: ``make_steps``'s ``(train_step, eval_step)``.
+    train_source, eval_source: labelled sources (``epoch(e)`` iterables of batches).
+    epochs: total number of epochs.
+    checkpointer: restores the latest saved epoch before training and saves after each.
+    on_epoch: called after every epoch with ``(epochs done, state, history)`` (progress).
+
+  Returns:
+    ``(state, summary)`` with :func:`summarize`'s fields; history records are
+    ``{"epoch", "loss", "top1", "top5"}``.
+  """
+  train_step, eval_step = steps
+  history = []
+  if checkpointer is not None:
+    state, history = checkpointer.restore(state)
+  for epoch in range(len(history), epochs):
+    losses = []
+    for batch in train_source.epoch(epoch):
+      state, metrics = train_step(state, batch)
+      losses.append(metrics["loss"])
+    loss = float(jnp.mean(jnp.stack(losses)))
+    if not math.isfinite(loss):
+      raise FloatingPointError(f"Non-finite loss in epoch {epoch + 1}; lower the learning "
+                               "rate(s) of this protocol.")
+    history.append({"epoch": epoch + 1, "loss": loss,
+                    **score(eval_step, state, eval_source.epoch(0))})
+    if checkpointer is not None:
+      checkpointer.save(epoch + 1, state, history)
+    if on_epoch is not None:
+      on_epoch(epoch + 1, state, history)
+  return state, summarize(history)

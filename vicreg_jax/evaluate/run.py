@@ -1,0 +1,195 @@
+"""Evaluation of a pretraining workdir: kNN, linear probe and fine-tuning (library + CLI core).
+
+``python -m vicreg_jax.evaluate --config <recipe> --workdir W --protocols knn,linear`` restores
+branch a's encoder from ``W/checkpoints`` (latest or ``--step``; a workdir made by ``export
+--import_weights`` works the same), builds the labelled sources of ``config.data`` and runs
+each protocol with ``config.eval``. The architecture comes from the checkpoint, everything
+else from ``--config``. Per protocol ``<name>`` (``linear``, or ``linear_random`` with
+``--random_init``) it writes, under ``W/eval/``:
+
+* ``<name>.json``: the result (accuracies in percent, per-epoch history) and its settings;
+* ``<name>.jsonl``: one progress line per epoch while it runs;
+* ``<name>_state/``: the latest epoch's state; rerunning the command resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vicreg_jax import checkpoint, models, parallel
+from vicreg_jax.data import augment, labelled
+from vicreg_jax.evaluate import classifier, finetune, knn, linear
+
+PROTOCOLS = ("knn", "linear", "finetune")
+EVAL_DIR = "eval"
+
+
+def random_encoder(backbone, seed: int) -> dict:
+  """Fresh ``{"params", "batch_stats"}`` of ``backbone`` from ``seed`` (the baseline)."""
+  shape = (1,) + (classifier.PROBE_INPUT_SIDE,) * backbone.spatial_dims + (3,)
+  return backbone.init(jax.random.key(seed), jnp.zeros(shape), train=False)
+
+
+def load_encoder(workdir: str, step: int | None = None, *, random_init: bool = False,
+                 seed: int = 0, branch: str = "a") -> tuple[models.ResNet, dict, int]:
+  """Branch ``branch``'s encoder of a workdir: ``(module, {"params", "batch_stats"}, step)``.
+
+  ``random_init``: the same architecture freshly initialised from ``seed`` instead (the
+  baseline the pretrained encoder is compared with).
+  """
+  variables, saved_config, step = checkpoint.restore_variables(workdir, step)
+  backbone = models.create_backbone(ml_collections.ConfigDict(saved_config["model"]), branch)
+  if random_init:
+    return backbone, random_encoder(backbone, seed), step
+  return backbone, models.backbone_variables(variables, branch), step
+
+
+def make_encode_fn(backbone, variables: dict, augment_config: ml_collections.ConfigDict,
+                   mesh) -> Callable[[jax.Array], jax.Array]:
+  """``uint8 images [B, S, S, 3] -> f32[B, d]`` (eval mode), output replicated on the mesh."""
+  variables = parallel.replicate(mesh, variables)
+
+  def encode(v, images):
+    x = augment.normalize(augment.to_float(images), augment_config.mean, augment_config.std)
+    return backbone.apply(v, x, train=False).astype(jnp.float32)
+
+  compiled = jax.jit(encode, out_shardings=parallel.replicated(mesh))
+  return lambda images: compiled(variables, images)
+
+
+def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str):
+  """Features f32[n, d], labels i32[n] and class count of a split (evaluation crops)."""
+  source = labelled.create_labelled_source(config, mesh, split=split, train=False,
+                                           batch_size=config.eval.feature_batch)
+  features, labels = linear.source_features(encode, source)
+  return features, labels, source.num_classes
+
+
+def run_knn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict) -> dict:
+  """kNN top-1/top-5 (percent) of ``eval.split`` against the ``eval.train_split`` bank."""
+  encode = make_encode_fn(backbone, variables, config.augment, mesh)
+  bank, bank_labels, num_classes = split_features(config, mesh, encode, config.eval.train_split)
+  queries, query_labels, _ = split_features(config, mesh, encode, config.eval.split)
+  return knn.knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=num_classes,
+                          **config.eval.knn)
+
+
+def _sources(config, mesh, batch_size: int, subset=None):
+  train = labelled.create_labelled_source(config, mesh, split=config.eval.train_split,
+                                          train=True, batch_size=batch_size, subset=subset)
+  held_out = labelled.create_labelled_source(config, mesh, split=config.eval.split,
+                                             train=False, batch_size=batch_size,
+                                             num_classes=train.num_classes)
+  return train, held_out
+
+
+def run_linear(config, mesh, backbone, variables, *, checkpointer=None, on_epoch=None) -> dict:
+  """The linear probe of ``config.eval.linear`` (on images, or on features if
+  ``on_features``)."""
+  probe = config.eval.linear
+  if probe.on_features:
+    encode = make_encode_fn(backbone, variables, config.augment, mesh)
+    x_train, y_train, num_classes = split_features(config, mesh, encode, config.eval.train_split)
+    x_test, y_test, _ = split_features(config, mesh, encode, config.eval.split)
+    return linear.linear_probe(x_train, y_train, x_test, y_test, num_classes=num_classes,
+                               probe_config=probe, seed=config.seed)
+  train, held_out = _sources(config, mesh, probe.batch_size)
+  return linear.linear_probe_images(
+      backbone, variables, train, held_out, mesh=mesh, probe_config=probe,
+      mean=config.augment.mean, std=config.augment.std, seed=config.seed,
+      checkpointer=checkpointer, on_epoch=on_epoch)
+
+
+def run_finetune(config, mesh, backbone, variables, *, checkpointer=None, on_epoch=None
+                 ) -> dict:
+  """Semi-supervised fine-tuning of ``config.eval.finetune`` on its label subset."""
+  tune = config.eval.finetune
+  train, held_out = _sources(config, mesh, tune.batch_size, labelled.subset_from_config(tune))
+  logging.info("Fine-tuning on %d labelled examples.", train.num_examples)
+  summary, _ = finetune.finetune(
+      backbone, variables, train, held_out, mesh=mesh, finetune_config=tune,
+      mean=config.augment.mean, std=config.augment.std, seed=config.seed,
+      checkpointer=checkpointer, on_epoch=on_epoch)
+  return {**summary, "labelled_examples": train.num_examples}
+
+
+class EpochLog:
+  """Progress of an epoch-based protocol: a console line and a JSONL record per epoch."""
+
+  def __init__(self, name: str, path: str, epochs: int):
+    self._name, self._path, self._epochs = name, path, epochs
+    self._start = time.perf_counter()
+    self._first_epoch = None
+    self._active = jax.process_index() == 0
+
+  def __call__(self, epoch: int, state, history: list) -> None:
+    del state
+    if self._first_epoch is None:
+      self._first_epoch = epoch - 1
+    if not self._active:
+      return
+    record = history[-1]
+    done = epoch - self._first_epoch
+    per_epoch = (time.perf_counter() - self._start) / done
+    best = max(h["top1"] for h in history)
+    print(f"{self._name} epoch {epoch}/{self._epochs}  loss {record['loss']:.4f}  "
+          f"top-1 {record['top1']:.2f}%  top-5 {record['top5']:.2f}%  (best {best:.2f}%)  "
+          f"{per_epoch:.1f} s/epoch  ETA {(self._epochs - epoch) * per_epoch / 60:.1f} min",
+          flush=True)
+    with open(self._path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols: list[str], *,
+                     step: int | None = None, random_init: bool = False) -> dict:
+  """Runs ``protocols`` on the workdir's encoder; returns ``{name: result}`` and writes JSON.
+
+  Raises:
+    ValueError for an unknown protocol, FileNotFoundError for a workdir without checkpoints
+    or missing data (messages say what to pass instead).
+  """
+  unknown = sorted(set(protocols) - set(PROTOCOLS))
+  if unknown or not protocols:
+    raise ValueError(f"Unknown protocol(s) {unknown or protocols}; choose from {PROTOCOLS}.")
+  parallel.initialize_distributed(**config.distributed)
+  mesh = parallel.make_mesh()
+  backbone, variables, step = load_encoder(workdir, step, random_init=random_init,
+                                           seed=config.seed + 1)
+  out_dir = os.path.join(workdir, EVAL_DIR)
+  os.makedirs(out_dir, exist_ok=True)
+  results = {}
+  for protocol in protocols:
+    name = protocol + ("_random" if random_init else "")
+    started = time.perf_counter()
+    if protocol == "knn":
+      result = run_knn(config, mesh, backbone, variables)
+    else:
+      epochs = config.eval[protocol].epochs
+      log = EpochLog(name, os.path.join(out_dir, f"{name}.jsonl"), epochs)
+      settings = {"eval": json.loads(config.eval.to_json()), "data": config.data.to_dict(),
+                  "step": step, "random_init": random_init, "seed": config.seed}
+      saver = checkpoint.EpochCheckpointer(os.path.join(out_dir, f"{name}_state"), settings)
+      run = run_linear if protocol == "linear" else run_finetune
+      try:
+        result = run(config, mesh, backbone, variables, checkpointer=saver, on_epoch=log)
+      finally:
+        saver.close()
+    record = {"protocol": protocol, "encoder": "random init" if random_init else "pretrained",
+              "step": step, "seconds": round(time.perf_counter() - started, 1),
+              "result": result, "settings": json.loads(config.eval.to_json())}
+    results[name] = result
+    if jax.process_index() == 0:
+      with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+      print(f"{name}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%"
+            + (f"  (best top-1 {result['best_top1']:.2f}%)" if "best_top1" in result else "")
+            + f"  -> {os.path.join(out_dir, name + '.json')}", flush=True)
+  return results
