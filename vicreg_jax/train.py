@@ -24,7 +24,7 @@ import optax
 
 from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, parallel
 from vicreg_jax import config as config_lib
-from vicreg_jax import data, models, optim, workdir as workdir_lib
+from vicreg_jax import data, models, monitor as monitor_lib, optim, workdir as workdir_lib
 from vicreg_jax.data import augment
 
 # Values recorded at the first non-finite step, in this order, to name the offending term.
@@ -193,14 +193,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult:
   manager = checkpoint.create_manager(workdir, config.checkpoint)
   model = models.create_model(config.model)
-  start_step = manager.latest_step() or 0
+  latest = manager.latest_step()  # None: a fresh workdir (step 0 exists only when imported)
+  start_step = latest or 0
   source = data.create_view_source(config, mesh, start_step=start_step)
   total_steps = config.num_train_steps or config.epochs * source.steps_per_epoch
   tx, schedule = optim.create_optimizer(
       config.optim, global_batch=config.batch_size, steps_per_epoch=source.steps_per_epoch,
       total_steps=total_steps)
   state = init_train_state(config, model, tx, mesh)
-  if start_step:
+  if latest is not None:
     restored, restored_step = checkpoint.restore_latest(manager, state, config, workdir)
     state = restored if restored is not None else state
     if restored_step != start_step:
@@ -209,6 +210,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult
     logging.info("Resumed from step %d in %s.", start_step, workdir)
 
   step_fn = compile_train_step(make_train_step(config, model, tx, schedule), mesh)
+  knn_every = config.eval.knn_every_steps
+  knn_monitor = monitor_lib.KnnMonitor(config, mesh, model) if knn_every > 0 else None
   writer = metrics_lib.MetricWriter(workdir)
   progress = metrics_lib.Progress(total_steps, config.batch_size, start_step)
   stop = StopRequested()
@@ -224,6 +227,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult
         # Checked before saving, so no checkpoint is ever written after a non-finite step.
         if int(state.first_nonfinite_step) >= 0:
           raise FloatingPointError(nonfinite_message(state))
+      if knn_monitor is not None and (done % knn_every == 0 or done == total_steps):
+        knn_metrics = knn_monitor(state)
+        writer.write(done, knn_metrics)
+        if progress.is_active:
+          print(f"step {done}/{total_steps}  kNN top-1 {knn_metrics['knn_top1']:.2f}%  "
+                f"top-5 {knn_metrics['knn_top5']:.2f}%", flush=True)
       if log_now:
         last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
         writer.write(done, last)

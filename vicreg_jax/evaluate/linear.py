@@ -18,7 +18,7 @@ the best of each over epochs is reported as the official ``best_acc``, with the 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -140,15 +140,15 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
           "epochs": len(history), "history": history}
 
 
-def source_features(apply_fn: Callable[[jax.Array], jax.Array], source
-                    ) -> tuple[np.ndarray, np.ndarray]:
-  """Features f32[n, d] and labels i32[n] of one pass over a labelled source, on the host.
+def batch_features(apply_fn: Callable[[jax.Array], jax.Array], batches: Iterable[dict]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Features f32[n, d] and labels i32[n] of labelled batches (e.g. ``source.epoch(0)``).
 
   ``apply_fn``: ``uint8 images [B, S, S, 3] -> features [B, d]``, jitted with a replicated
   output so every process gets the whole batch; padding rows are dropped.
   """
   features, labels = [], []
-  for batch in source.epoch(0):
+  for batch in batches:
     real = np.asarray(jax.device_get(batch["weight"])) > 0
     features.append(np.asarray(apply_fn(batch["image"]), np.float32)[real])
     labels.append(np.asarray(jax.device_get(batch["label"]))[real])

@@ -69,7 +69,7 @@ def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str):
   """Features f32[n, d], labels i32[n] and class count of a split (evaluation crops)."""
   source = labelled.create_labelled_source(config, mesh, split=split, train=False,
                                            batch_size=config.eval.feature_batch)
-  features, labels = linear.source_features(encode, source)
+  features, labels = linear.batch_features(encode, source.epoch(0))
   return features, labels, source.num_classes
 
 
