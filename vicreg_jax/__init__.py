@@ -9,8 +9,10 @@ Models:    resnet, create_model, create_backbone, backbone_variables, representa
 Optimizer: lars, vicreg_schedule, create_optimizer, peak_learning_rate
 Config:    base_config, augment_recipe, load_config_file, validate_config
 Training:  train_and_evaluate, TrainState
-Data:      create_view_source, augment_pair, augment_view, load_arrays
-Evaluate:  extract_features, knn_accuracy, knn_predict, linear_probe, probe_config
+Data:      create_view_source, create_labelled_source, augment_pair, augment_view,
+           load_arrays
+Evaluate:  extract_features, knn_accuracy, knn_predict, linear_probe, linear_probe_images,
+           finetune, probe_config, eval_transform, evaluate_workdir
 Export:    export_backbone, load_exported, torch_to_flax, flax_to_torch,
            load_torch_state_dict, infer_resnet_options
 """
@@ -22,14 +24,17 @@ from vicreg_jax.config import validate as validate_config
 from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, invariance_term,
                                variance_term, vicreg_loss)
 from vicreg_jax.data import augment_pair, augment_view, create_view_source, load_arrays
-from vicreg_jax.evaluate import (extract_features, knn_accuracy, knn_predict, linear_probe,
-                                 probe_config)
+from vicreg_jax.data.labelled import create_labelled_source
+from vicreg_jax.evaluate import (eval_transform, extract_features, knn_accuracy, knn_predict,
+                                 linear_probe, linear_probe_images, probe_config)
+from vicreg_jax.evaluate.finetune import finetune
 from vicreg_jax.models import (Expander, ResNet, VICReg, backbone_variables, create_backbone, create_model,
                                representation_dim, resnet)
 from vicreg_jax.optim import create_optimizer, lars, peak_learning_rate, vicreg_schedule
 
 _LAZY = {
     "train_and_evaluate": "vicreg_jax.train", "TrainState": "vicreg_jax.train",
+    "evaluate_workdir": "vicreg_jax.evaluate.run",
     "export_backbone": "vicreg_jax.export", "load_exported": "vicreg_jax.export",
     "torch_to_flax": "vicreg_jax.interop", "flax_to_torch": "vicreg_jax.interop",
     "load_torch_state_dict": "vicreg_jax.interop", "infer_resnet_options": "vicreg_jax.interop",
@@ -46,8 +51,10 @@ __all__ = [
     "augment_recipe", "base_config", "load_config_file", "validate_config",
     "covariance_term", "embedding_std", "gather_batch", "invariance_term", "variance_term",
     "vicreg_loss",
-    "augment_pair", "augment_view", "create_view_source", "load_arrays",
-    "extract_features", "knn_accuracy", "knn_predict", "linear_probe", "probe_config",
+    "augment_pair", "augment_view", "create_labelled_source", "create_view_source",
+    "load_arrays",
+    "eval_transform", "extract_features", "finetune", "knn_accuracy", "knn_predict",
+    "linear_probe", "linear_probe_images", "probe_config",
     "Expander", "ResNet", "VICReg", "backbone_variables", "create_backbone", "create_model", "representation_dim", "resnet",
     "create_optimizer", "lars", "peak_learning_rate", "vicreg_schedule",
     *_LAZY,
