@@ -139,6 +139,7 @@ def test_cli_core_writes_json_resumes_and_checks_settings(finished_run):
     assert record["step"] == 2 and record["encoder"] == "pretrained"
     assert record["result"]["top1"] == results[name]["top1"]
   assert results["finetune"]["labelled_examples"] == 144
+  assert (out / "finetune_export" / "backbone.safetensors").is_file()
   assert len((out / "linear.jsonl").read_text().splitlines()) == 2
   # Rerun: resumes after the saved epochs (no new progress lines), same result.
   again = run.evaluate_workdir(config, workdir, ["linear"])
@@ -155,8 +156,8 @@ def test_missing_workdir_and_random_baseline(finished_run, tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoints"):
     run.load_encoder(str(tmp_path))
   _, workdir = finished_run
-  backbone, trained, step = run.load_encoder(workdir)
-  _, random_init, _ = run.load_encoder(workdir, random_init=True, seed=5)
+  backbone, trained, step, _ = run.load_encoder(workdir)
+  _, random_init, _, _ = run.load_encoder(workdir, random_init=True, seed=5)
   assert step == 2 and not leaves_equal(trained["params"], random_init["params"])
 
 
@@ -167,13 +168,13 @@ def encode(backbone, variables, x):
 def test_export_import_round_trip_reproduces_features(finished_run, tmp_path):
   """Workdir -> torch-layout safetensors -> imported workdir: identical features."""
   config, workdir = finished_run
-  backbone, variables, _ = run.load_encoder(workdir)
+  backbone, variables, _, _ = run.load_encoder(workdir)
   export.export_from_workdir(workdir, None, str(tmp_path / "exp"), "a")
   imported = str(tmp_path / "imported")
   model_config = config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny")
   export.import_into_workdir(str(tmp_path / "exp" / "backbone.safetensors"), model_config,
                              imported)
-  back_backbone, back, step = run.load_encoder(imported)
+  back_backbone, back, step, _ = run.load_encoder(imported)
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 3)), jnp.float32)
   assert step == 0
   np.testing.assert_array_equal(encode(back_backbone, back, x), encode(backbone, variables, x))
@@ -207,7 +208,7 @@ def test_knn_monitor_logs_the_accuracy_of_the_current_encoder(tmp_path):
              (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
   knn_records = [r for r in records if "knn_top1" in r]
   assert [r["step"] for r in knn_records] == [1, 2]
-  backbone, variables, _ = run.load_encoder(workdir)
+  backbone, variables, _, _ = run.load_encoder(workdir)
   want = run.run_knn(config, parallel.make_mesh(), backbone, variables)
   assert knn_records[-1]["knn_top1"] == pytest.approx(want["top1"])
   assert knn_records[-1]["knn_top5"] == pytest.approx(want["top5"])

@@ -9,7 +9,8 @@ else from ``--config``. Per protocol ``<name>`` (``linear``, or ``linear_random`
 
 * ``<name>.json``: the result (accuracies in percent, per-epoch history) and its settings;
 * ``<name>.jsonl``: one progress line per epoch while it runs;
-* ``<name>_state/``: the latest epoch's state; rerunning the command resumes from it.
+* ``<name>_state/``: the latest epoch's state; rerunning the command resumes from it;
+* ``finetune_export/``: the fine-tuned encoder, in the formats of ``vicreg_jax.export``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import json
 import logging
 import os
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vicreg_jax import checkpoint, models, parallel
+from vicreg_jax import checkpoint, export, models, parallel
 from vicreg_jax.data import augment, labelled
 from vicreg_jax.evaluate import classifier, finetune, knn, linear
 
@@ -38,18 +39,27 @@ def random_encoder(backbone, seed: int) -> dict:
   return backbone.init(jax.random.key(seed), jnp.zeros(shape), train=False)
 
 
+class Encoder(NamedTuple):
+  """An encoder restored from a workdir."""
+  backbone: models.ResNet
+  variables: dict  # {"params", "batch_stats"}
+  step: int  # checkpoint step it was restored from
+  model_config: ml_collections.ConfigDict  # config.model of the run that wrote it
+
+
 def load_encoder(workdir: str, step: int | None = None, *, random_init: bool = False,
-                 seed: int = 0, branch: str = "a") -> tuple[models.ResNet, dict, int]:
-  """Branch ``branch``'s encoder of a workdir: ``(module, {"params", "batch_stats"}, step)``.
+                 seed: int = 0, branch: str = "a") -> Encoder:
+  """Branch ``branch``'s encoder of a workdir, from the checkpoint at ``step`` (or latest).
 
   ``random_init``: the same architecture freshly initialised from ``seed`` instead (the
   baseline the pretrained encoder is compared with).
   """
   variables, saved_config, step = checkpoint.restore_variables(workdir, step)
-  backbone = models.create_backbone(ml_collections.ConfigDict(saved_config["model"]), branch)
+  model_config = ml_collections.ConfigDict(saved_config["model"])
+  backbone = models.create_backbone(model_config, branch)
   if random_init:
-    return backbone, random_encoder(backbone, seed), step
-  return backbone, models.backbone_variables(variables, branch), step
+    return Encoder(backbone, random_encoder(backbone, seed), step, model_config)
+  return Encoder(backbone, models.backbone_variables(variables, branch), step, model_config)
 
 
 def make_encode_fn(backbone, variables: dict, augment_config: ml_collections.ConfigDict,
@@ -108,16 +118,23 @@ def run_linear(config, mesh, backbone, variables, *, checkpointer=None, on_epoch
       checkpointer=checkpointer, on_epoch=on_epoch)
 
 
-def run_finetune(config, mesh, backbone, variables, *, checkpointer=None, on_epoch=None
-                 ) -> dict:
-  """Semi-supervised fine-tuning of ``config.eval.finetune`` on its label subset."""
+def run_finetune(config, mesh, backbone, variables, *, checkpointer=None, on_epoch=None,
+                 model_config=None, export_dir: str = "") -> dict:
+  """Semi-supervised fine-tuning of ``config.eval.finetune`` on its label subset.
+
+  With ``export_dir`` (and the encoder's ``model_config``), the fine-tuned encoder is
+  exported there as :func:`vicreg_jax.export.export_backbone` does (the head is not).
+  """
   tune = config.eval.finetune
   train, held_out = _sources(config, mesh, tune.batch_size, labelled.subset_from_config(tune))
   logging.info("Fine-tuning on %d labelled examples.", train.num_examples)
-  summary, _ = finetune.finetune(
+  summary, tuned = finetune.finetune(
       backbone, variables, train, held_out, mesh=mesh, finetune_config=tune,
       mean=config.augment.mean, std=config.augment.std, seed=config.seed,
       checkpointer=checkpointer, on_epoch=on_epoch)
+  if export_dir:
+    export.export_backbone({name: {"backbone": v} for name, v in tuned.items()}, model_config,
+                           export_dir, step=summary["epochs"])
   return {**summary, "labelled_examples": train.num_examples}
 
 
@@ -161,8 +178,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
     raise ValueError(f"Unknown protocol(s) {unknown or protocols}; choose from {PROTOCOLS}.")
   parallel.initialize_distributed(**config.distributed)
   mesh = parallel.make_mesh()
-  backbone, variables, step = load_encoder(workdir, step, random_init=random_init,
-                                           seed=config.seed + 1)
+  backbone, variables, step, model_config = load_encoder(
+      workdir, step, random_init=random_init, seed=config.seed + 1)
   out_dir = os.path.join(workdir, EVAL_DIR)
   os.makedirs(out_dir, exist_ok=True)
   results = {}
@@ -177,9 +194,14 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
       settings = {"eval": json.loads(config.eval.to_json()), "data": config.data.to_dict(),
                   "step": step, "random_init": random_init, "seed": config.seed}
       saver = checkpoint.EpochCheckpointer(os.path.join(out_dir, f"{name}_state"), settings)
-      run = run_linear if protocol == "linear" else run_finetune
       try:
-        result = run(config, mesh, backbone, variables, checkpointer=saver, on_epoch=log)
+        if protocol == "linear":
+          result = run_linear(config, mesh, backbone, variables, checkpointer=saver,
+                              on_epoch=log)
+        else:
+          result = run_finetune(config, mesh, backbone, variables, checkpointer=saver,
+                                on_epoch=log, model_config=model_config,
+                                export_dir=os.path.join(out_dir, f"{name}_export"))
       finally:
         saver.close()
     record = {"protocol": protocol, "encoder": "random init" if random_init else "pretrained",
