@@ -1,6 +1,8 @@
 """Fault tolerance with real processes: SIGKILL/SIGTERM and resume, damaged checkpoints,
-non-finite steps, input validation of the CLI, and a two-process (two-host) run."""
+non-finite steps, input validation of the CLI, and two-process (two-host) training and
+evaluation."""
 
+import json
 import os
 import pathlib
 import random
@@ -206,3 +208,29 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path, cache):
                   "--config.checkpoint.every_steps=3", devices=4, cache=cache)
   assert more.returncode == 0, more.stderr[-2000:]
   assert complete_steps(tmp_path / "two")[-1] == 5
+  # Evaluation of one checkpoint: two processes (2 devices each) = one process (4 devices).
+  shutil.copytree(tmp_path / "one", tmp_path / "one_copy")
+  single = subprocess.run(eval_cmd(tmp_path / "one"), env=env(4, cache), cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+  assert single.returncode == 0, single.stderr[-2000:]
+  port = free_port()
+  procs = [subprocess.Popen(
+      eval_cmd(tmp_path / "one_copy", "--config.distributed.mode=manual",
+               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
+      env=env(2, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+  for name in ("knn", "linear"):
+    want = json.loads((tmp_path / "one" / "eval" / f"{name}.json").read_text())["result"]
+    got = json.loads((tmp_path / "one_copy" / "eval" / f"{name}.json").read_text())["result"]
+    assert got["top1"] == pytest.approx(want["top1"]) and got["top5"] == pytest.approx(
+        want["top5"]), name
+
+
+def eval_cmd(workdir, *flags):
+  return [sys.executable, "-m", "vicreg_jax.evaluate", *TINY, f"--workdir={workdir}",
+          "--protocols=knn,linear", "--config.eval.linear.on_features=False",
+          "--config.eval.linear.epochs=1", "--config.eval.feature_batch=64",
+          "--config.eval.linear.batch_size=64", *flags]

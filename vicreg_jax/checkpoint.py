@@ -18,6 +18,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from vicreg_jax import parallel
+
 CHECKPOINT_DIR = "checkpoints"
 # Keys whose change makes an old checkpoint unusable (different parameter shapes or meaning).
 INCOMPATIBLE_KEYS = ("model",)
@@ -111,13 +113,15 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, dict
 
   Returns:
     ``(variables, config, step)``: ``{"params", "batch_stats"}`` of the whole VICReg model
-    (NumPy/JAX arrays as saved), the run's config as a dict, and the step restored.
+    (arrays replicated on all devices of this run), the run's config as a dict, and the
+    step restored.
 
   Raises:
     FileNotFoundError if the workdir has no checkpoints; ValueError for a missing step.
   """
   directory = checkpoint_dir(workdir)
-  manager = ocp.CheckpointManager(directory)
+  manager = ocp.CheckpointManager(directory, item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"No checkpoints in {directory}; pass the --workdir of a "
@@ -126,8 +130,12 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, dict
   step = max(steps) if step is None else step
   if step not in steps:
     raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")
+  # Replicated on this run's devices, whatever the devices and processes that saved it.
+  replicated = parallel.replicated(parallel.make_mesh())
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
+                        manager.item_metadata(step)["state"])
   restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
   manager.close()
   state = restored.state
   variables = {name: state[name] for name in ("params", "batch_stats") if name in state}

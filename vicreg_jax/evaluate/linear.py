@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from vicreg_jax.evaluate import classifier
 from vicreg_jax.evaluate.classifier import head_logits, init_head
@@ -149,9 +150,10 @@ def batch_features(apply_fn: Callable[[jax.Array], jax.Array], batches: Iterable
   """
   features, labels = [], []
   for batch in batches:
-    real = np.asarray(jax.device_get(batch["weight"])) > 0
+    # Labels and weights are sharded over all processes' devices: gather them on each host.
+    real = multihost_utils.process_allgather(batch["weight"], tiled=True) > 0
     features.append(np.asarray(apply_fn(batch["image"]), np.float32)[real])
-    labels.append(np.asarray(jax.device_get(batch["label"]))[real])
+    labels.append(multihost_utils.process_allgather(batch["label"], tiled=True)[real])
   return np.concatenate(features), np.concatenate(labels)
 
 
