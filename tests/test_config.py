@@ -40,6 +40,11 @@ def test_unknown_variant_is_rejected():
     ("data.source", "s3", "data.source"),
     ("loss.cov_method", "svd", "cov_method"),
     ("augment.view_b.blur_prob", 1.5, "blur_prob"),
+    ("eval.knn_every_steps", -1, "knn_every_steps"),
+    ("eval.finetune.subset_fraction", 0.0, "subset_fraction"),
+    ("eval.linear.epochs", 0, "eval.linear.epochs"),
+    ("eval.transform.train_crop", "center", "train_crop"),
+    ("eval.transform.resize_size", 8, "resize_size"),
 ])
 def test_invalid_values_name_the_key(key, value, match):
   c = config_lib.load_config_file(f"{CONFIG_DIR / 'demo'}.py", **{key: value})

@@ -227,8 +227,32 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.checkpoint.every_steps > 0 and c.checkpoint.max_to_keep > 0,
            "--config.checkpoint.every_steps and --config.checkpoint.max_to_keep must be > 0.")
   _require(c.log_every_steps > 0, "--config.log_every_steps must be > 0.")
+  validate_eval(c.eval)
   for name in ("view_a", "view_b"):
     view = c.augment[name]
     for key in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob"):
       _require(0.0 <= view[key] <= 1.0,
                f"--config.augment.{name}.{key}={view[key]} is not a probability in [0, 1].")
+
+
+def validate_eval(e: ml_collections.ConfigDict) -> None:
+  """Checks ``config.eval`` (monitor, protocols, crops); raises ValueError naming the key."""
+  _require(e.knn_every_steps >= 0 and e.monitor_examples >= 0,
+           "--config.eval.knn_every_steps and --config.eval.monitor_examples must be >= 0 "
+           "(0 = off / all examples).")
+  _require(e.knn.k > 0 and e.knn.temperature > 0 and e.feature_batch > 0,
+           "--config.eval.knn.k, --config.eval.knn.temperature and --config.eval.feature_batch "
+           "must be > 0.")
+  for name in ("linear", "finetune"):
+    _require(e[name].epochs > 0 and e[name].batch_size > 0,
+             f"--config.eval.{name}.epochs and --config.eval.{name}.batch_size must be > 0.")
+  _require(0.0 < e.finetune.subset_fraction <= 1.0,
+           f"--config.eval.finetune.subset_fraction={e.finetune.subset_fraction} must be in "
+           "(0, 1].")
+  t = e.transform
+  _require(t.train_crop in ("random_resized", "pad_random"),
+           f"--config.eval.transform.train_crop={t.train_crop!r}; use 'random_resized' or "
+           "'pad_random'.")
+  _require(0 < t.image_size <= t.resize_size,
+           f"--config.eval.transform.image_size={t.image_size} must be > 0 and <= resize_size="
+           f"{t.resize_size} (evaluation resizes, then centre-crops).")

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vicreg_jax import checkpoint, export, models, parallel
+from vicreg_jax import config as config_lib
 from vicreg_jax.data import augment, labelled
 from vicreg_jax.evaluate import classifier, finetune, knn, linear
 
@@ -173,6 +174,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
     ValueError for an unknown protocol, FileNotFoundError for a workdir without checkpoints
     or missing data (messages say what to pass instead).
   """
+  config_lib.validate_eval(config.eval)
   unknown = sorted(set(protocols) - set(PROTOCOLS))
   if unknown or not protocols:
     raise ValueError(f"Unknown protocol(s) {unknown or protocols}; choose from {PROTOCOLS}.")
