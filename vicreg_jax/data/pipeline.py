@@ -210,11 +210,14 @@ def sample_crop_window(tf, shape, seed, scale: Sequence[float], ratio: Sequence[
   return tf.cast(tf.stack([y, x, h, w]), tf.int32)
 
 
-def _crop_view(tf, contents, seed, augment_config: ml_collections.ConfigDict):
+def _crop_view(tf, contents, seed, augment_config: ml_collections.ConfigDict,
+               method: str = "bicubic"):
   """One random-resized-crop view of encoded image bytes -> uint8 [S, S, 3].
 
-  JPEGs are decoded only inside the window (``decode_and_crop_jpeg``); other formats are
-  decoded whole (gray and RGBA become RGB) and cropped.
+  ``augment_config`` (or ``config.eval.transform``): ``image_size``, ``crop_scale``,
+  ``crop_ratio``. JPEGs are decoded only inside the window (``decode_and_crop_jpeg``);
+  other formats are decoded whole (gray and RGBA become RGB) and cropped. ``method``: the
+  antialiased resize (bicubic for views; bilinear for the probe, as torchvision's default).
   """
   is_jpeg = tf.io.is_jpeg(contents)
   decode_all = lambda: tf.io.decode_image(contents, channels=3, expand_animations=False)
@@ -226,7 +229,7 @@ def _crop_view(tf, contents, seed, augment_config: ml_collections.ConfigDict):
                  lambda: tf.io.decode_and_crop_jpeg(contents, window, channels=3),
                  lambda: tf.image.crop_to_bounding_box(decode_all(), *tf.unstack(window)))
   s = augment_config.image_size
-  resized = tf.image.resize(tf.cast(crop, tf.float32), (s, s), method="bicubic", antialias=True)
+  resized = tf.image.resize(tf.cast(crop, tf.float32), (s, s), method=method, antialias=True)
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, UINT8_MAX), tf.uint8)
 
 
@@ -313,3 +316,186 @@ class StreamingViewSource:
     while len(self._ahead) <= self._depth:
       self._ahead.append(parallel.host_to_global(self._mesh, next(self._host)))
     return self._ahead.popleft()
+
+
+def split_folder(data: ml_collections.ConfigDict, split: str) -> str:
+  """Image folder of ``split``: ``data.path`` for ``data.split``, else its sibling ``split``
+  (``root/train`` -> ``root/val``)."""
+  if split == data.split:
+    return data.path
+  return os.path.join(os.path.dirname(os.path.normpath(data.path)), split)
+
+
+def list_labelled_files(root: str) -> tuple[list[str], list[int], list[str]]:
+  """Every readable image under ``root/<class>/`` with its class index, and the class names.
+
+  Classes are the sorted sub-folder names (ImageNet's ``train/`` and ``val/`` share them, so
+  their indices agree). Non-image and truncated files are skipped with a warning.
+  """
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"Image folder {root!r} does not exist; evaluation reads the "
+                            "split's folder next to --config.data.path (root/train -> "
+                            "root/<split>), one sub-folder of images per class.")
+  classes = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
+  files, labels, skipped = [], [], 0
+  for index, cls in enumerate(classes):
+    folder = os.path.join(root, cls)
+    for name in sorted(os.listdir(folder)):
+      path = os.path.join(folder, name)
+      if _is_complete_image(path):
+        files.append(path)
+        labels.append(index)
+      else:
+        skipped += 1
+  if skipped:
+    logging.warning("Skipped %d non-image or truncated files in %s.", skipped, root)
+  if not files:
+    raise FileNotFoundError(f"No images (JPEG/PNG/GIF/BMP) in {root}/<class>/.")
+  return files, labels, classes
+
+
+def _decode_rgb(tf, contents):
+  return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def _eval_crop(tf, contents, transform: ml_collections.ConfigDict):
+  """Resize the shorter side to ``resize_size`` (bilinear, antialiased), centre-crop
+  ``image_size``: torchvision's ``Resize`` + ``CenterCrop``. -> uint8 [S, S, 3]."""
+  image = _decode_rgb(tf, contents)
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = transform.resize_size / tf.reduce_min(shape)
+  new = tf.cast(tf.round(shape * scale), tf.int32)
+  resized = tf.image.resize(tf.cast(image, tf.float32), new, method="bilinear", antialias=True)
+  s = transform.image_size
+  top = tf.cast(tf.round(tf.cast(new[0] - s, tf.float32) / 2), tf.int32)
+  left = tf.cast(tf.round(tf.cast(new[1] - s, tf.float32) / 2), tf.int32)
+  crop = resized[top:top + s, left:left + s]
+  return tf.cast(tf.clip_by_value(tf.round(crop), 0, UINT8_MAX), tf.uint8)
+
+
+def _train_crop(tf, contents, seed, transform: ml_collections.ConfigDict):
+  """Random crop (``random_resized`` bilinear, or ``pad_random``) then a random flip."""
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  s = transform.image_size
+  if transform.train_crop == "pad_random":
+    image = _decode_rgb(tf, contents)
+    tf.debugging.assert_equal(
+        tf.shape(image)[:2], [s, s],
+        message=f"train_crop='pad_random' needs images of {s} px; use 'random_resized'.")
+    p = transform.pad
+    padded = tf.pad(image, [[p, p], [p, p], [0, 0]])
+    crop = tf.image.stateless_random_crop(padded, [s, s, 3], seeds[0])
+  else:
+    crop = _crop_view(tf, contents, seeds[0], transform, method="bilinear")
+  flip = tf.random.stateless_uniform([], seeds[1]) < transform.flip_prob
+  return tf.where(flip, tf.reverse(crop, axis=[1]), crop)
+
+
+class StreamingLabelledSource:
+  """Labelled batches from tfds or image folders (``data.labelled.LabelledSource``).
+
+  Each process reads every ``process_count``-th example (folders) or its
+  ``tfds.split_for_jax_process`` share without dropping any, decodes and crops on the host
+  (training: shuffled per epoch from ``(seed, epoch)``, random crop + flip seeded by
+  ``(seed, epoch, position)``; evaluation: in order, resize + centre crop), and pads its
+  last batches with ``weight == 0`` rows so that every process runs ``steps_per_epoch``
+  steps. Example ids for label subsets: file names (folders), the ``file_name`` feature
+  (tfds ImageNet, as SimCLR's subset lists) or ``tfds_id``. A subset by ``fraction`` keeps
+  the examples whose hash of ``(seed, id)`` falls below it: deterministic, and exact for
+  folders (drawn like in-memory data), approximate in size for tfds.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, *, split: str, train: bool,
+               batch_size: int, subset=None, num_classes: int = 0):
+    from vicreg_jax.data import labelled  # pylint: disable=g-import-not-at-top  (cycle)
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    tf = _tf()
+    parallel.check_batch_divisible(batch_size, mesh)
+    # The crop name here; pad_random's image size is asserted per image when decoding.
+    labelled.check_transform(config.eval.transform, (config.eval.transform.image_size,) * 2)
+    pi, pc = jax.process_index(), jax.process_count()
+    self._local = batch_size // pc
+    self._config, self._train, self._mesh = config, train, mesh
+    data = config.data
+    if data.source == "folder":
+      files, labels, classes = list_labelled_files(split_folder(data, split))
+      keep = labelled.select_indices([os.path.basename(f) for f in files], subset)
+      files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+      self.num_examples = len(files)
+      self.num_classes = num_classes or len(classes)
+      self._records = tf.data.Dataset.from_tensor_slices((files[pi::pc], labels[pi::pc]))
+      self._read = tf.io.read_file
+      self._count = len(files[pi::pc])
+      self._shuffle_buffer = max(self._count, 1)
+      counts = [len(files[i::pc]) for i in range(pc)]
+    else:
+      records, self.num_classes = self._tfds_records(tf, data, split, subset, pi, pc)
+      self.num_classes = num_classes or self.num_classes
+      self._records, self._read = records, lambda x: x
+      self._count = int(records.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+      counts = multihost_utils.process_allgather(np.asarray(self._count)).reshape(-1)
+      self.num_examples = int(np.sum(counts))
+      self._shuffle_buffer = data.shuffle_buffer
+    if not self.num_examples:
+      raise ValueError(f"The {split!r} split of {data.name or data.path} has no examples "
+                       "(after the label subset).")
+    self.steps_per_epoch = -(-int(max(counts)) // self._local)
+
+  @staticmethod
+  def _tfds_records(tf, data, split, subset, process_index, process_count):
+    """This process's ``(image bytes, label, id)`` records of a tfds split, and the classes."""
+    tfds = _tfds()
+    builder = _builder(data.name, data.data_dir)
+    share = tfds.split_for_jax_process(split, process_index=process_index,
+                                       process_count=process_count, drop_remainder=False)
+    features = builder.info.features
+    id_key = "file_name" if "file_name" in features else "tfds_id"
+    try:
+      ds = builder.as_dataset(split=share, shuffle_files=False,
+                              decoders={"image": tfds.decode.SkipDecoding()},
+                              read_config=tfds.ReadConfig(add_tfds_id=True))
+    except (AssertionError, FileNotFoundError) as err:
+      raise _not_prepared(data.name, builder.data_dir, err) from err
+    ds = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32), ex[id_key]))
+    if subset is not None and subset.ids is not None:
+      table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+          tf.constant(sorted(subset.ids)), tf.ones(len(subset.ids), tf.int32)), 0)
+      ds = ds.filter(lambda image, label, name: table.lookup(name) > 0)
+    elif subset is not None and subset.fraction < 1:
+      buckets = 1 << 20
+      ds = ds.filter(lambda image, label, name: tf.strings.to_hash_bucket_fast(
+          tf.strings.join([str(subset.seed), name], "/"), buckets) < int(subset.fraction * buckets))
+    return ds.map(lambda image, label, name: (image, label)), features["label"].num_classes
+
+  def epoch(self, index: int):
+    """The ``steps_per_epoch`` global batches of epoch ``index``."""
+    tf = _tf()
+    config, transform = self._config, self._config.eval.transform
+    seed = tf.constant(config.seed, tf.int64)
+    ds = self._records
+    if self._train:
+      epoch_seed = tf.random.stateless_uniform([], seed=tf.stack([seed, index]), minval=None,
+                                               maxval=None, dtype=tf.int64)
+      ds = ds.shuffle(self._shuffle_buffer, seed=epoch_seed)
+    process = jax.process_index()
+
+    def example(position, record):
+      contents, label = self._read(record[0]), record[1]
+      if self._train:
+        element = (index * self._count + position) * jax.process_count() + process
+        image = _train_crop(tf, contents, tf.stack([seed, element]), transform)
+      else:
+        image = _eval_crop(tf, contents, transform)
+      return {"image": image, "label": tf.cast(label, tf.int32), "weight": tf.constant(1.0)}
+
+    s = transform.image_size
+    padding = tf.data.Dataset.from_tensors({
+        "image": tf.zeros([s, s, 3], tf.uint8), "label": tf.constant(0, tf.int32),
+        "weight": tf.constant(0.0)}).repeat(self.steps_per_epoch * self._local - self._count)
+    ds = ds.enumerate().map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.concatenate(padding).batch(self._local, drop_remainder=True)
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.prefetch(config.data.prefetch_batches).with_options(options)
+    for local_batch in ds.as_numpy_iterator():
+      yield parallel.host_to_global(self._mesh, local_batch)
