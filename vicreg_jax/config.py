@@ -227,6 +227,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.checkpoint.every_steps > 0 and c.checkpoint.max_to_keep > 0,
            "--config.checkpoint.every_steps and --config.checkpoint.max_to_keep must be > 0.")
   _require(c.log_every_steps > 0, "--config.log_every_steps must be > 0.")
+  _require(c.model.online_probe_classes >= 0,
+           "--config.model.online_probe_classes must be >= 0 (0 = no online probe).")
+  _require(not c.model.online_probe_classes or c.data.source in ("memory", "synthetic"),
+           "--config.model.online_probe_classes needs labels with the view pairs, which the "
+           "in-memory and synthetic sources provide; use --config.data.source=memory or "
+           "set it to 0 (the kNN monitor, --config.eval.knn_every_steps, works with any "
+           "source).")
   validate_eval(c.eval)
   for name in ("view_a", "view_b"):
     view = c.augment[name]

@@ -66,9 +66,11 @@ class Progress:
     rate = steps * self._batch / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = (self._total - step) * self._batch / rate
+    probe = (f"  probe top-1 {m['online_probe_top1']:.1f}%" if "online_probe_top1" in m
+             else "")
     return (f"step {step}/{self._total}  loss {m['loss']:.4f}  inv {m['invariance']:.4f}  "
             f"var {m['variance']:.4f}  cov {m['covariance']:.4f}  std {m['std_a']:.3f}  "
-            f"lr {m['lr']:.4g}  {rate:.1f} pairs/s  ETA {eta / 60:.1f} min")
+            f"lr {m['lr']:.4g}{probe}  {rate:.1f} pairs/s  ETA {eta / 60:.1f} min")
 
   @property
   def is_active(self) -> bool:

@@ -85,13 +85,16 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                     schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple]:
   """Returns the pure ``train_step(state, batch) -> (state, metrics)``.
 
-  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays. A step whose loss,
+  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays (and ``"label"``
+  i32[B] with the online probe, whose cross-entropy is added to the loss and reported as
+  ``online_probe_loss`` / ``online_probe_top1``; the ``loss`` metric stays VICReg's). A step whose loss,
   gradient or update is not finite leaves params, BN statistics and optimizer state unchanged and is
   counted; with ``config.nonfinite == "stop"`` the state freezes from the first one on, so
   the loop can stop with the last good state.
   """
   kwargs = loss_kwargs(config.loss)
   freeze_after_nonfinite = config.nonfinite == "stop"
+  probe = config.model.get("online_probe_classes", 0) > 0
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -101,16 +104,25 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
       out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                  view_a, view_b, train=True, mutable=["batch_stats"])
       loss, terms = losses.vicreg_loss(out["embedding_a"], out["embedding_b"], **kwargs)
-      return loss, (terms, updates["batch_stats"])
+      total = loss
+      if probe:
+        # The probe sees stop-gradient representations: the encoder's gradients are VICReg's.
+        logits, labels = out["probe_logits"], batch["label"]
+        probe_loss = jnp.mean(
+            optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+        terms = dict(terms, online_probe_loss=probe_loss, online_probe_top1=100 * jnp.mean(
+            jnp.argmax(logits, axis=-1) == labels))
+        total = loss + probe_loss
+      return total, (loss, terms, updates["batch_stats"])
 
-    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (total, (loss, terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     update_norm = optax.tree.norm(updates)
 
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+    finite = jnp.isfinite(total) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
     first_bad = state.first_nonfinite_step < 0
     apply = finite & (first_bad | (not freeze_after_nonfinite))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)

@@ -52,9 +52,12 @@ class SyntheticViewSource:
     size = config.augment.image_size
     rng = np.random.default_rng(config.seed)
     local = config.batch_size // jax.process_count()
-    self._batch = parallel.host_to_global(mesh, {
-        name: rng.integers(0, 256, (local, size, size, 3), dtype=np.uint8)
-        for name in ("view_a", "view_b")})
+    batch = {name: rng.integers(0, 256, (local, size, size, 3), dtype=np.uint8)
+             for name in ("view_a", "view_b")}
+    probe_classes = config.model.get("online_probe_classes", 0)
+    if probe_classes:
+      batch["label"] = rng.integers(0, probe_classes, local).astype(np.int32)
+    self._batch = parallel.host_to_global(mesh, batch)
     self.num_examples = config.data.num_examples or 100 * config.batch_size
     self.steps_per_epoch = max(self.num_examples // config.batch_size, 1)
 

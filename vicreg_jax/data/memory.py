@@ -220,7 +220,8 @@ def random_resized_crops(key: jax.Array, images: jax.Array, out_size: int,
 
 
 class MemoryViewSource:
-  """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches, one per step.
+  """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches, one per step
+  (with ``"label"`` i32[B] too when ``config.model.online_probe_classes`` > 0).
 
   Step ``s`` takes slice ``s % steps_per_epoch`` of the permutation drawn from
   ``fold_in(order_key, s // steps_per_epoch)`` (the remainder of each epoch is dropped) and
@@ -230,7 +231,12 @@ class MemoryViewSource:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
-    images, _ = load_arrays(config.data, config.data.split)
+    images, labels = load_arrays(config.data, config.data.split)
+    probe_classes = config.model.get("online_probe_classes", 0)
+    if probe_classes and not 0 <= labels.min() <= labels.max() < probe_classes:
+      raise ValueError(f"Labels of {config.data.name} span [{labels.min()}, {labels.max()}] "
+                       f"but --config.model.online_probe_classes={probe_classes}; set it to "
+                       f"{labels.max() + 1}.")
     self.num_examples = len(images)
     parallel.check_batch_divisible(config.batch_size, mesh)
     if config.batch_size > self.num_examples:
@@ -239,21 +245,23 @@ class MemoryViewSource:
     self.steps_per_epoch = self.num_examples // config.batch_size
     self._step = start_step
     self._images = parallel.replicate(mesh, images)
+    self._labels = parallel.replicate(mesh, labels.astype(np.int32))
     aug = config.augment
     batch, spe, seed = config.batch_size, self.steps_per_epoch, config.seed
 
     data_key = jax.random.fold_in(jax.random.key(seed), DATA_KEY_STREAM)
     order_key, crop_key = jax.random.split(data_key)
 
-    def make_batch(images, step):
+    def make_batch(images, labels, step):
       key = jax.random.fold_in(crop_key, step)
       perm = jax.random.permutation(jax.random.fold_in(order_key, step // spe), images.shape[0])
       idx = jax.lax.dynamic_slice(perm, ((step % spe) * batch,), (batch,))
       chosen = images[idx]
       key_a, key_b = jax.random.split(key)
-      return {name: random_resized_crops(k, chosen, aug.image_size, aug.crop_scale,
-                                         aug.crop_ratio)
-              for name, k in (("view_a", key_a), ("view_b", key_b))}
+      views = {name: random_resized_crops(k, chosen, aug.image_size, aug.crop_scale,
+                                          aug.crop_ratio)
+               for name, k in (("view_a", key_a), ("view_b", key_b))}
+      return {**views, "label": labels[idx]} if probe_classes else views
 
     self._make_batch = jax.jit(make_batch, out_shardings=parallel.batch_sharding(mesh))
     logging.info("In-memory dataset %s: %d images of %s, %d steps per epoch.",
@@ -263,6 +271,6 @@ class MemoryViewSource:
     return self
 
   def __next__(self) -> dict:
-    batch = self._make_batch(self._images, jnp.asarray(self._step, jnp.int32))
+    batch = self._make_batch(self._images, self._labels, jnp.asarray(self._step, jnp.int32))
     self._step += 1
     return batch

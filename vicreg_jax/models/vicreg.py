@@ -18,6 +18,7 @@ averages update once per view (twice per step when shared), as in the official c
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -42,11 +43,18 @@ class VICReg(nn.Module):
     expander: branch a's expander (both branches' when ``expander_b`` is None).
     backbone_b: branch b's own encoder, or None for shared branches.
     expander_b: branch b's own expander, or None for shared branches.
+    probe_classes: > 0 adds the online probe ``online_probe``, a float32 linear layer
+      (Flax default init) on the stop-gradient representations of view a.
   """
   backbone: ResNet
   expander: Expander
   backbone_b: ResNet | None = None
   expander_b: Expander | None = None
+  probe_classes: int = 0
+
+  def setup(self):
+    if self.probe_classes:
+      self.online_probe = nn.Dense(self.probe_classes, dtype=jnp.float32)
 
   def _branch(self, branch: str) -> tuple[ResNet, Expander]:
     _check_branch(branch)
@@ -63,7 +71,8 @@ class VICReg(nn.Module):
       train: batch statistics (and running-average updates) instead of running averages.
     Returns:
       ``representation_a``, ``representation_b``: f32[n, representation_dim] (per branch);
-      ``embedding_a``, ``embedding_b``: f32[n, expander output width].
+      ``embedding_a``, ``embedding_b``: f32[n, expander output width];
+      ``probe_logits``: f32[n, probe_classes], only with the online probe.
     """
     out = {}
     for branch, view in zip(BRANCHES, (view_a, view_b)):
@@ -71,6 +80,10 @@ class VICReg(nn.Module):
       representation = backbone(view, train=train)
       out[f"representation_{branch}"] = representation
       out[f"embedding_{branch}"] = expander(representation, train=train)
+    if self.probe_classes:
+      # Stop-gradient: the probe learns from the encoder but never changes it.
+      features = jax.lax.stop_gradient(out["representation_a"].astype(jnp.float32))
+      out["probe_logits"] = self.online_probe(features)
     return out
 
   def encode(self, x, *, train: bool, branch: str = "a") -> jnp.ndarray:
@@ -118,7 +131,8 @@ def create_model(model_config: ml_collections.ConfigDict) -> VICReg:
   """The VICReg module described by ``config.model``."""
   dtype = _dtype(model_config)
   branch_a = dict(backbone=create_backbone(model_config, "a"),
-                  expander=Expander(model_config.expander, dtype=dtype))
+                  expander=Expander(model_config.expander, dtype=dtype),
+                  probe_classes=model_config.get("online_probe_classes", 0))
   if model_config.shared_branches:
     return VICReg(**branch_a)
   return VICReg(**branch_a, backbone_b=create_backbone(model_config, "b"),
