@@ -184,21 +184,27 @@ def free_port():
     return s.getsockname()[1]
 
 
+def run_two_processes(command, cache):
+  """Runs ``command(*distributed_flags)`` as processes 0 and 1 (2 CPU devices each)."""
+  port = free_port()
+  procs = [subprocess.Popen(
+      command("--config.distributed.mode=manual",
+              f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+              "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
+      env=env(2, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+
+
 def test_two_processes_match_one_process_and_resume_in_one(tmp_path, cache):
   # Few steps: cross-process (gloo) and in-process all-reduces sum in different orders, and
   # training amplifies that rounding noise step by step (6 steps: ~2e-5 on small leaves).
   flags = ["--config.num_train_steps=3", "--config.checkpoint.every_steps=3"]
   one = run_main(tmp_path / "one", *flags, devices=4, cache=cache)
   assert one.returncode == 0, one.stderr[-2000:]
-  port = free_port()
-  procs = [subprocess.Popen(
-      main_cmd(tmp_path / "two", *flags, "--config.distributed.mode=manual",
-               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
-      env=env(2, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
-  outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-  assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+  run_two_processes(lambda *distributed: main_cmd(tmp_path / "two", *flags, *distributed),
+                    cache)
   for a, b in zip(exported(tmp_path / "two"), exported(tmp_path / "one")):
     err = np.max(np.abs(a - b)) / np.max(np.abs(b))  # relative to the leaf's scale
     print(f"two-process vs one-process: {err:.1e}")
@@ -213,15 +219,7 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path, cache):
   single = subprocess.run(eval_cmd(tmp_path / "one"), env=env(4, cache), cwd=ROOT,
                           capture_output=True, text=True, timeout=TIMEOUT)
   assert single.returncode == 0, single.stderr[-2000:]
-  port = free_port()
-  procs = [subprocess.Popen(
-      eval_cmd(tmp_path / "one_copy", "--config.distributed.mode=manual",
-               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
-      env=env(2, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
-  outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-  assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+  run_two_processes(lambda *distributed: eval_cmd(tmp_path / "one_copy", *distributed), cache)
   for name in ("knn", "linear"):
     want = json.loads((tmp_path / "one" / "eval" / f"{name}.json").read_text())["result"]
     got = json.loads((tmp_path / "one_copy" / "eval" / f"{name}.json").read_text())["result"]
