@@ -9,54 +9,109 @@ import optax
 import pytest
 
 from vicreg_jax import config as config_lib
-from vicreg_jax import losses, models, parallel, train
-from vicreg_jax.data import memory
+from vicreg_jax import models, parallel, train
+from vicreg_jax.data import SyntheticViewSource, memory
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+PROBE = "online_probe"
 
 
 def tiny_config(**overrides):
   return config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny", **overrides)
 
 
+LR = 0.3  # a plain rate: the recipe's warm-up would keep the head still for these few steps
+
+
+def recording_sgd() -> optax.GradientTransformation:
+  """SGD whose state is the last step's gradients, so the tests read them exactly."""
+  return optax.GradientTransformation(
+      lambda params: jax.tree.map(jnp.zeros_like, params),
+      lambda grads, state, params=None: (jax.tree.map(lambda g: -LR * g, grads), grads))
+
+
+def probe_run(config, mesh):
+  """``(state, compiled step)`` with :func:`recording_sgd`; the same program in each test,
+  so the persistent compilation cache of ``conftest.py`` compiles it once."""
+  model = models.create_model(config.model)
+  state = train.init_train_state(config, model, recording_sgd(), mesh)
+  step = train.make_train_step(config, model, recording_sgd(), lambda count: LR)
+  return state, train.compile_train_step(step, mesh)
+
+
+def probe_config(classes=10):
+  return tiny_config(**{"model.online_probe_classes": classes, "batch_size": 64})
+
+
 def test_probe_leaves_the_encoder_gradients_unchanged():
-  config = tiny_config(**{"model.online_probe_classes": 10})
-  with_probe = models.create_model(config.model)
-  without = models.create_model(tiny_config().model)
-  rng = np.random.default_rng(0)
-  x_a, x_b = (jnp.asarray(rng.standard_normal((16, 8, 8, 3)), jnp.float32) for _ in range(2))
-  labels = jnp.asarray(rng.integers(0, 10, 16))
-  variables = with_probe.init(jax.random.key(0), x_a, x_b, train=False)
-  assert "online_probe" in variables["params"]
-  plain = {c: {k: v for k, v in variables[c].items() if k != "online_probe"}
-           for c in variables}
-  assert set(without.init(jax.random.key(0), x_a, x_b, train=False)["params"]) == set(
-      plain["params"])
+  """Same state and batch: the train step's non-probe gradients equal the probe-off ones."""
+  mesh = parallel.make_mesh()
+  config = probe_config()
+  batch = next(memory.MemoryViewSource(config, mesh))
+  state_on, step_on = probe_run(config, mesh)
+  # The probe-off state is a copy of the same state without the head (the step donates it).
+  without_head = lambda tree: {k: v for k, v in tree.items() if k != PROBE}
+  state_off = jax.device_put(jax.device_get(state_on.replace(
+      params=without_head(state_on.params), opt_state=without_head(state_on.opt_state))),
+                             parallel.replicated(mesh))
+  model_off = models.create_model(probe_config(0).model)
+  step_off = train.compile_train_step(train.make_train_step(
+      probe_config(0), model_off, recording_sgd(), lambda count: LR), mesh)
+  state_off, metrics_off = step_off(state_off, batch)
+  state_on, metrics_on = step_on(state_on, batch)
+  grads_off, grads_on = jax.device_get((state_off.opt_state, state_on.opt_state))
+  metrics_off, metrics_on = jax.device_get((metrics_off, metrics_on))
 
-  def loss(model, params, probe):
-    out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x_a, x_b,
-                         train=True, mutable=["batch_stats"])
-    value, _ = losses.vicreg_loss(out["embedding_a"], out["embedding_b"])
-    if probe:
-      value += jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out["probe_logits"],
-                                                                        labels))
-    return value
+  assert set(grads_on) == set(grads_off) | {PROBE}
+  assert float(optax.tree.norm(grads_on[PROBE])) > 0
+  for name in grads_off:  # backbone and expander: VICReg's gradients
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-10),
+                 grads_on[name], grads_off[name])
+  # The "loss" metric stays VICReg's; the probe adds its own metrics.
+  assert metrics_on["loss"] == pytest.approx(metrics_off["loss"], rel=1e-6)
+  assert not {"online_probe_loss", "online_probe_top1"} & set(metrics_off)
+  assert np.isfinite(metrics_on["online_probe_loss"]) and metrics_on["online_probe_loss"] > 0
+  assert 0 <= metrics_on["online_probe_top1"] <= 100
+  assert metrics_on["online_probe_top1"].dtype == np.float32
 
-  grads = jax.grad(lambda p: loss(with_probe, p, True))(variables["params"])
-  want = jax.grad(lambda p: loss(without, p, False))(plain["params"])
-  assert float(optax.tree.norm(grads["online_probe"])) > 0
-  for name in want:
-    for a, b in zip(jax.tree.leaves(grads[name]), jax.tree.leaves(want[name])):
-      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+  # A label outside [0, classes) is a non-finite step (update dropped), never a wrong class.
+  host = jax.device_get(batch)
+  for bad in (-1, 10):
+    label = host["label"].copy()
+    label[0] = bad
+    state_on, _ = step_on(state_on, parallel.host_to_global(mesh, dict(host, label=label)))
+  assert int(state_on.nonfinite_steps) == 2, int(state_on.nonfinite_steps)
+
+
+def test_parameter_tree_and_backbone_variables():
+  """Probe off: today's tree; on: one float32 Dense head that export never sees."""
+  shapes = {}
+  for classes in (0, 7):
+    config = tiny_config(**{"model.online_probe_classes": classes})
+    model = models.create_model(config.model)
+    x = jnp.zeros((2, 8, 8, 3), jnp.float32)
+    shapes[classes] = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), x, x,
+                                                            train=False))
+    out = jax.eval_shape(lambda v, m=model: m.apply(v, x, x, train=False), shapes[classes])
+    assert ("probe_logits" in out) == bool(classes)
+  off, on = shapes[0], shapes[7]
+  assert PROBE not in off["params"] and PROBE not in off["batch_stats"]
+  assert PROBE not in on["batch_stats"]
+  dim = models.representation_dim("resnet18", 1, 4)
+  assert {k: (v.shape, v.dtype) for k, v in on["params"][PROBE].items()} == {
+      "kernel": ((dim, 7), jnp.float32), "bias": ((7,), jnp.float32)}
+  assert jax.tree.structure({k: v for k, v in on["params"].items() if k != PROBE}) == (
+      jax.tree.structure(off["params"]))
+  assert jax.tree.structure(models.backbone_variables(on)) == jax.tree.structure(
+      models.backbone_variables(off))
+  assert out["probe_logits"].shape == (2, 7) and out["probe_logits"].dtype == jnp.float32
 
 
 def test_probe_learns_digits_in_the_train_step():
-  config = tiny_config(**{"model.online_probe_classes": 10, "batch_size": 64})
+  """The head gets a gradient: its loss falls and top-1 beats chance on digits."""
   mesh = parallel.make_mesh()
-  model = models.create_model(config.model)
-  tx = optax.sgd(0.3)  # a plain rate: the recipe's warm-up would keep the head still
-  state = train.init_train_state(config, model, tx, mesh)
-  step = train.compile_train_step(train.make_train_step(config, model, tx, lambda s: 0.3), mesh)
+  config = probe_config()
+  state, step = probe_run(config, mesh)
   source = memory.MemoryViewSource(config, mesh)
   history = []
   for _ in range(30):
@@ -68,12 +123,52 @@ def test_probe_learns_digits_in_the_train_step():
   assert last < 0.95 * first and top1 > 15, (first, last, top1)  # chance: 10%
 
 
-def test_probe_needs_labels_in_range_and_an_in_memory_source():
+def test_sources_yield_labels_of_the_chosen_images():
+  mesh = parallel.make_mesh()
+  # Whole-image crops at the native 8 px: each view is its digit, which names its label.
+  config = tiny_config(**{"model.online_probe_classes": 10, "augment.crop_scale": (1.0, 1.0),
+                          "augment.crop_ratio": (1.0, 1.0)})
+  images, labels = memory.load_arrays(config.data, config.data.split)
+  label_of = {}
+  for image, label in zip(images, labels):
+    label_of.setdefault(image.tobytes(), set()).add(int(label))
+  source = memory.MemoryViewSource(config, mesh)
+  for _ in range(2):
+    batch = next(source)
+    assert batch["label"].dtype == jnp.int32 and batch["label"].shape == (config.batch_size,)
+    assert batch["label"].sharding == batch["view_a"].sharding
+    for view, label in zip(np.asarray(batch["view_a"]), np.asarray(batch["label"])):
+      assert int(label) in label_of[view.tobytes()]
+  assert "label" not in next(memory.MemoryViewSource(tiny_config(), mesh))
+
+  batch = next(SyntheticViewSource(config, mesh))
+  label = np.asarray(batch["label"])
+  assert label.dtype == np.int32 and label.shape == (config.batch_size,)
+  assert 0 <= label.min() and label.max() < 10
+  assert batch["label"].sharding == batch["view_a"].sharding
+  assert "label" not in next(SyntheticViewSource(tiny_config(), mesh))
+
+
+def test_probe_needs_labels_in_range_and_an_in_memory_source(tmp_path):
+  mesh = parallel.make_mesh()
   config = tiny_config(**{"model.online_probe_classes": 5})
   with pytest.raises(ValueError, match="online_probe_classes=5; set it to 10"):
-    memory.MemoryViewSource(config, parallel.make_mesh())
-  for overrides, match in ((({"data.source": "tfds"}), "data.source=memory"),
-                           (({"model.online_probe_classes": -1}), ">= 0")):
+    memory.MemoryViewSource(config, mesh)
+  images = np.zeros((32, 8, 8, 3), np.uint8)
+  for name, arrays, match in (("unlabelled", dict(labels=np.full(32, -1)), "unlabelled"),
+                              ("nolabels", {}, "no 'labels' array")):
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, images=images, **arrays)
+    config = tiny_config(**{"model.online_probe_classes": 10, "data.name": "npz",
+                            "data.path": str(path)})
+    with pytest.raises(ValueError, match=match):
+      memory.MemoryViewSource(config, mesh)
+  config_lib.validate(tiny_config(**{"model.online_probe_classes": 10}))
+  config_lib.validate(tiny_config(**{"model.online_probe_classes": 10,
+                                     "data.source": "synthetic"}))
+  for overrides, match in (({"data.source": "tfds"}, "data.source=memory"),
+                           ({"data.source": "folder", "data.path": "/x"}, "data.source=memory"),
+                           ({"model.online_probe_classes": -1}, ">= 0")):
     config = tiny_config(**{"model.online_probe_classes": 10, **overrides})
     with pytest.raises(ValueError, match=match):
       config_lib.validate(config)

@@ -81,20 +81,45 @@ def init_train_state(config: ml_collections.ConfigDict, model, tx: optax.Gradien
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_key)
 
 
+def _probe_loss_and_top1(logits: jax.Array, labels: jax.Array, num_classes: int
+                         ) -> tuple[jax.Array, jax.Array]:
+  """Online probe: mean softmax cross-entropy and top-1 accuracy (percent) over the batch.
+
+  The loss is NaN when any label is outside ``[0, num_classes)``: the gather in the
+  cross-entropy would wrap negative labels around and train a wrong class.
+  """
+  labels = labels.astype(jnp.int32)
+  valid = jnp.all((labels >= 0) & (labels < num_classes))
+  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), jnp.clip(labels, 0, num_classes - 1)))
+  top1 = 100 * jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+  return jnp.where(valid, loss, jnp.nan), top1
+
+
 def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
                     schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple]:
   """Returns the pure ``train_step(state, batch) -> (state, metrics)``.
 
-  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays (and ``"label"``
-  i32[B] with the online probe, whose cross-entropy is added to the loss and reported as
-  ``online_probe_loss`` / ``online_probe_top1``; the ``loss`` metric stays VICReg's). A step whose loss,
-  gradient or update is not finite leaves params, BN statistics and optimizer state unchanged and is
-  counted; with ``config.nonfinite == "stop"`` the state freezes from the first one on, so
-  the loop can stop with the last good state.
+  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays, and ``"label"``
+  i32[B] with the online probe (``config.model.online_probe_classes`` > 0).
+
+  Online probe: the loss that is differentiated is VICReg's plus the probe's softmax
+  cross-entropy on view a (mean over the global batch). The probe sees stop-gradient
+  representations, so the encoder and expander gradients are exactly VICReg's and only
+  ``params["online_probe"]`` learns from the labels (with the same optimizer). The metrics
+  add ``online_probe_loss`` and ``online_probe_top1`` (percent of the batch's view a); the
+  ``loss`` metric stays the VICReg loss, comparable with runs without the probe. A label
+  outside ``[0, online_probe_classes)`` makes the probe loss NaN (never a silently wrong
+  class), which the non-finite guard below catches.
+
+  A step whose loss (VICReg + probe), gradient or update is not finite leaves params, BN
+  statistics and optimizer state unchanged and is counted; with ``config.nonfinite ==
+  "stop"`` the state freezes from the first one on, so the loop can stop with the last good
+  state. Its record's ``loss`` is the total (VICReg + probe) that was not finite.
   """
   kwargs = loss_kwargs(config.loss)
   freeze_after_nonfinite = config.nonfinite == "stop"
-  probe = config.model.get("online_probe_classes", 0) > 0
+  probe_classes = config.model.get("online_probe_classes", 0)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -103,19 +128,15 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
     def loss_fn(params):
       out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                  view_a, view_b, train=True, mutable=["batch_stats"])
-      loss, terms = losses.vicreg_loss(out["embedding_a"], out["embedding_b"], **kwargs)
-      total = loss
-      if probe:
-        # The probe sees stop-gradient representations: the encoder's gradients are VICReg's.
-        logits, labels = out["probe_logits"], batch["label"]
-        probe_loss = jnp.mean(
-            optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-        terms = dict(terms, online_probe_loss=probe_loss, online_probe_top1=100 * jnp.mean(
-            jnp.argmax(logits, axis=-1) == labels))
-        total = loss + probe_loss
-      return total, (loss, terms, updates["batch_stats"])
+      total, terms = losses.vicreg_loss(out["embedding_a"], out["embedding_b"], **kwargs)
+      if probe_classes:
+        probe_loss, probe_top1 = _probe_loss_and_top1(out["probe_logits"], batch["label"],
+                                                      probe_classes)
+        terms = dict(terms, online_probe_loss=probe_loss, online_probe_top1=probe_top1)
+        total = total + probe_loss  # the "loss" metric (in terms) stays VICReg's
+      return total, (terms, updates["batch_stats"])
 
-    (total, (loss, terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (total, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -126,7 +147,7 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
     first_bad = state.first_nonfinite_step < 0
     apply = finite & (first_bad | (not freeze_after_nonfinite))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
-    record = jnp.stack([loss, terms["invariance"], terms["variance"], terms["covariance"],
+    record = jnp.stack([total, terms["invariance"], terms["variance"], terms["covariance"],
                         grad_norm, update_norm]).astype(jnp.float32)
     newly_bad = (~finite) & first_bad
     new_state = state.replace(

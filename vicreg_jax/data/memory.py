@@ -219,6 +219,34 @@ def random_resized_crops(key: jax.Array, images: jax.Array, out_size: int,
   return jax.vmap(lambda k, img: random_resized_crop(k, img, out_size, scale, ratio))(keys, images)
 
 
+def _check_probe_labels(data_config: ml_collections.ConfigDict, labels: np.ndarray,
+                        num_classes: int) -> None:
+  """Raises ValueError unless the split has labels, all in ``[0, num_classes)``.
+
+  Checked once on the host, before anything trains: an ``.npz`` without labels reads as all
+  zeros, and inside the step a label of -1 would train class ``num_classes - 1``.
+  """
+  what = f"{data_config.name} split {data_config.split!r}"
+  if data_config.name == "npz":
+    with np.load(data_config.path) as f:  # the keys :func:`_npz` reads
+      key = f"{data_config.split}_labels" if f"{data_config.split}_images" in f else "labels"
+      if key not in f:
+        raise ValueError(f"{data_config.path} has no {key!r} array for the online probe "
+                         "(without one every label reads as 0); add it or set "
+                         "--config.model.online_probe_classes=0.")
+  if not labels.size:
+    return
+  low, high = int(labels.min()), int(labels.max())
+  if low < 0:
+    raise ValueError(f"{what} has unlabelled examples (label {low}); the online probe needs "
+                     "labels: use a labelled split or set "
+                     "--config.model.online_probe_classes=0.")
+  if high >= num_classes:
+    raise ValueError(f"Labels of {what} span [{low}, {high}] but "
+                     f"--config.model.online_probe_classes={num_classes}; set it to "
+                     f"{high + 1}.")
+
+
 class MemoryViewSource:
   """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches, one per step
   (with ``"label"`` i32[B] too when ``config.model.online_probe_classes`` > 0).
@@ -233,10 +261,8 @@ class MemoryViewSource:
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
     images, labels = load_arrays(config.data, config.data.split)
     probe_classes = config.model.get("online_probe_classes", 0)
-    if probe_classes and not 0 <= labels.min() <= labels.max() < probe_classes:
-      raise ValueError(f"Labels of {config.data.name} span [{labels.min()}, {labels.max()}] "
-                       f"but --config.model.online_probe_classes={probe_classes}; set it to "
-                       f"{labels.max() + 1}.")
+    if probe_classes:
+      _check_probe_labels(config.data, labels, probe_classes)
     self.num_examples = len(images)
     parallel.check_batch_divisible(config.batch_size, mesh)
     if config.batch_size > self.num_examples:

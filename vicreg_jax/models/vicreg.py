@@ -11,6 +11,10 @@ Parameter tree (``variables["params"]`` and ``variables["batch_stats"]``):
 Inside a backbone, module names are the PyTorch state-dict keys with ``_`` for ``.``
 (``layer1_0_downsample_0``); inside an expander, ``linear{i}`` and ``bn{i}``.
 
+With ``config.model.online_probe_classes`` > 0, ``params["online_probe"]`` (``kernel``,
+``bias``) is the online linear probe; :func:`backbone_variables` (and so export and the
+evaluations) never include it, and with 0 classes the tree is exactly the one above.
+
 Each view is a separate forward pass, so BatchNorm statistics are per view and the running
 averages update once per view (twice per step when shared), as in the official code.
 """
@@ -43,8 +47,9 @@ class VICReg(nn.Module):
     expander: branch a's expander (both branches' when ``expander_b`` is None).
     backbone_b: branch b's own encoder, or None for shared branches.
     expander_b: branch b's own expander, or None for shared branches.
-    probe_classes: > 0 adds the online probe ``online_probe``, a float32 linear layer
-      (Flax default init) on the stop-gradient representations of view a.
+    probe_classes: > 0 adds the online probe ``online_probe``, a float32 linear layer on the
+      stop-gradient representations of view a (Flax's default init: LeCun-normal kernel,
+      zero bias; BYOL's monitor, it only reads the encoder).
   """
   backbone: ResNet
   expander: Expander
