@@ -63,18 +63,25 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
           digits.target[idx].astype(np.int32))
 
 
+def _npz_keys(f, split: str) -> tuple[str, str]:
+  """The (images, labels) keys of ``split`` in an open ``.npz``: ``{split}_images`` /
+  ``{split}_labels`` if the former is present, else ``images`` / ``labels``."""
+  prefix = f"{split}_" if f"{split}_images" in f else ""
+  return f"{prefix}images", f"{prefix}labels"
+
+
 def _npz(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """``{split}_images`` / ``{split}_labels`` if present, else ``images`` / ``labels``."""
+  """The split's images and labels (all 0 when the file has no labels array)."""
   if not path:
     raise FileNotFoundError("data.name='npz' needs --config.data.path=<file.npz> with an "
                             "'images' array (and optionally 'labels').")
   with np.load(path) as f:
-    prefix = f"{split}_" if f"{split}_images" in f else ""
-    if f"{prefix}images" not in f:
+    images_key, labels_key = _npz_keys(f, split)
+    if images_key not in f:
       raise ValueError(f"{path} has no 'images' or '{split}_images' array "
                        f"(found {list(f.keys())}).")
-    images = to_rgb_uint8(f[f"{prefix}images"])
-    labels = (f[f"{prefix}labels"].astype(np.int32) if f"{prefix}labels" in f
+    images = to_rgb_uint8(f[images_key])
+    labels = (f[labels_key].astype(np.int32) if labels_key in f
               else np.zeros(len(images), np.int32))
   if len(labels) != len(images):
     raise ValueError(f"{path}: {len(images)} images but {len(labels)} labels.")
@@ -228,8 +235,8 @@ def _check_probe_labels(data_config: ml_collections.ConfigDict, labels: np.ndarr
   """
   what = f"{data_config.name} split {data_config.split!r}"
   if data_config.name == "npz":
-    with np.load(data_config.path) as f:  # the keys :func:`_npz` reads
-      key = f"{data_config.split}_labels" if f"{data_config.split}_images" in f else "labels"
+    with np.load(data_config.path) as f:
+      _, key = _npz_keys(f, data_config.split)
       if key not in f:
         raise ValueError(f"{data_config.path} has no {key!r} array for the online probe "
                          "(without one every label reads as 0); add it or set "
