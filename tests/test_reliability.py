@@ -193,8 +193,15 @@ def run_two_processes(command, cache):
               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
       env=env(2, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
-  outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-  assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+  try:
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+  except subprocess.TimeoutExpired:  # e.g. one process died and the other waits for it
+    for p in procs:
+      p.kill()
+    outs = [p.communicate() for p in procs]
+    pytest.fail(f"two-process run (port {port}) still running after {TIMEOUT} s; stderr: "
+                f"{[o[1][-2000:] for o in outs]}")
+  assert all(p.returncode == 0 for p in procs), (port, [o[1][-2000:] for o in outs])
 
 
 def test_two_processes_match_one_process_and_resume_in_one(tmp_path, cache):
