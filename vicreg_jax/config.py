@@ -2,7 +2,8 @@
 
 Recipe files under ``configs/`` start from :func:`base_config` and override what differs.
 Every knob used anywhere in the package lives here; code reads it, never hard-codes it.
-Values and their sources: ``../shared/VICREG.md`` (official ``facebookresearch/vicreg``).
+Values follow the official ``facebookresearch/vicreg`` code (``main_vicreg.py``,
+``evaluate.py``) unless a comment says otherwise.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import importlib.util
 import os
 
 import ml_collections
-
-from vicreg_jax.evaluate.config import eval_transform, probe_config
 
 # ImageNet RGB statistics used by the official Normalize transform (pixels in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,6 +69,75 @@ def augment_recipe(name: str, image_size: int = 224) -> ml_collections.ConfigDic
       std=IMAGENET_STD,
       view_a=view_a,
       view_b=view_b,
+  ))
+
+
+# --- Evaluation protocols (linear probe, kNN, fine-tuning) ---------------------------------
+# The linear probe is the paper's protocol (App. C.2; official ``evaluate.py`` run with
+# ``--lr-head 0.02``); the kNN monitor is the common InstDisc/DINO one (k 20, temperature
+# 0.07); semi-supervised fine-tuning is App. C.2's (20 epochs, wd 0, separate rates).
+
+# Fine-tuning rates (backbone, head) of App. C.2 for the standard label fractions.
+FINETUNE_RATES = {0.01: (0.03, 0.08), 0.1: (0.01, 0.1)}
+
+
+def eval_transform(image_size: int = 224, resize_size: int = 256,
+                   train_crop: str = "random_resized", pad: int = 4
+                   ) -> ml_collections.ConfigDict:
+  """Image preprocessing of the supervised protocols (linear probe on images, fine-tuning).
+
+  Args:
+    image_size: side of the square crops fed to the encoder, pixels.
+    resize_size: evaluation resizes the shorter side to this, then centre-crops
+      ``image_size`` (official: 256 then 224; small images: equal sizes, no crop).
+    train_crop: ``"random_resized"`` (RandomResizedCrop, bilinear, as the official
+      ``evaluate.py``) or ``"pad_random"`` (zero-pad by ``pad`` then a random
+      ``image_size`` crop: the CIFAR protocol; needs images of ``image_size`` pixels).
+    pad: padding of ``"pad_random"``, pixels.
+  """
+  return ml_collections.ConfigDict(dict(
+      image_size=image_size,
+      resize_size=resize_size,
+      train_crop=train_crop,
+      crop_scale=(0.08, 1.0),     # random_resized: area fraction (official default)
+      crop_ratio=(3 / 4, 4 / 3),  # random_resized: aspect w / h
+      pad=pad,
+      flip_prob=0.5,
+  ))
+
+
+def probe_config() -> ml_collections.ConfigDict:
+  """Paper defaults: ``knn`` (k, temperature, query_batch), ``linear`` (the probe's SGD) and
+  ``finetune`` (semi-supervised fine-tuning on a label subset)."""
+  return ml_collections.ConfigDict(dict(
+      knn=dict(
+          k=20,
+          temperature=0.07,       # votes weighted by exp(cosine similarity / temperature)
+          query_batch=256,        # queries per block: memory is query_batch x num_train floats
+      ),
+      linear=dict(
+          lr=0.02,                # not scaled with the batch size (official evaluate.py)
+          momentum=0.9,
+          weight_decay=1e-6,      # on the weights and the bias, as torch SGD applies it
+          batch_size=256,
+          epochs=100,             # cosine annealing to 0, stepped once per epoch
+          init_std=0.01,          # head weights ~ N(0, init_std), bias 0
+          # False: the paper's protocol on augmented images, the encoder run every step;
+          # True: the fast path, features of un-augmented images extracted once.
+          on_features=False,
+      ),
+      finetune=dict(
+          backbone_lr=FINETUNE_RATES[0.01][0],  # 1% labels; 10%: 0.01 / 0.1
+          head_lr=FINETUNE_RATES[0.01][1],
+          momentum=0.9,
+          weight_decay=0.0,
+          batch_size=256,
+          epochs=20,              # cosine annealing to 0 of both rates, stepped per epoch
+          init_std=0.01,
+          subset_file="",         # file of image ids, one per line (SimCLR's 1%/10% lists)
+          subset_fraction=0.01,   # without subset_file: this fraction of the train split
+          subset_seed=0,
+      ),
   ))
 
 

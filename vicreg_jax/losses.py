@@ -1,6 +1,6 @@
 """The VICReg loss as pure, jittable functions, numerically equal to the official code.
 
-Conventions (``facebookresearch/vicreg`` ``main_vicreg.py``; see ``../shared/VICREG.md`` §1):
+Conventions (``facebookresearch/vicreg`` ``main_vicreg.py``, the loss in ``VICReg.forward``):
 
 * invariance: ``mean((z_a - z_b) ** 2)`` over all ``n * d`` entries;
 * variance: per branch ``mean(relu(gamma - sqrt(var(z, ddof=1) + eps)))``, averaged over the

@@ -5,7 +5,7 @@ The fine-tuning function is ``vicreg_jax.evaluate.finetune.finetune`` (also
 imports Orbax and is not loaded here.
 """
 
-from vicreg_jax.evaluate.config import eval_transform, probe_config
+from vicreg_jax.config import eval_transform, probe_config
 from vicreg_jax.evaluate import finetune  # the module (see above)
 from vicreg_jax.evaluate.knn import knn_accuracy, knn_predict, topk_accuracy
 from vicreg_jax.evaluate.linear import extract_features, linear_probe, linear_probe_images

@@ -4,7 +4,7 @@ Protocol of the official ``evaluate.py`` in ``finetune`` mode: the encoder in tr
 (BatchNorm batch statistics over the global batch), a linear head N(0, 0.01) / bias 0, PyTorch
 SGD with momentum 0.9 and weight decay 0, separate rates for the encoder and the head, both
 annealed by a per-epoch cosine over 20 epochs, batch 256. Standard rates: 1% of the labels
-backbone 0.03 / head 0.08; 10%: 0.01 / 0.1 (``evaluate.config.FINETUNE_RATES``). The subset
+backbone 0.03 / head 0.08; 10%: 0.01 / 0.1 (``config.FINETUNE_RATES``). The subset
 is a file of image ids (SimCLR's ``1percent.txt``/``10percent.txt``) or a fraction drawn
 with a seed (:func:`vicreg_jax.data.labelled.subset_from_config`).
 """
