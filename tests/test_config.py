@@ -45,6 +45,21 @@ def test_unknown_variant_is_rejected():
     ("eval.linear.epochs", 0, "eval.linear.epochs"),
     ("eval.transform.train_crop", "center", "train_crop"),
     ("eval.transform.resize_size", 8, "resize_size"),
+    ("optim.base_lr", -0.1, "optim.base_lr"),
+    ("optim.base_lr", float("nan"), "optim.base_lr"),
+    ("optim.weight_decay", -1e-6, "optim.weight_decay"),
+    ("optim.momentum", 1.0, "optim.momentum"),
+    ("optim.trust_coefficient", 0.0, "trust_coefficient"),
+    ("optim.end_lr_ratio", 2.0, "end_lr_ratio"),
+    ("epochs", -5, "config.epochs"),
+    ("num_train_steps", -1, "num_train_steps"),
+    ("model.base_width", 0, "base_width"),
+    ("model.width_multiplier", 0, "width_multiplier"),
+    ("loss.std_coeff", -25.0, "std_coeff"),
+    ("loss.eps", 0.0, "loss.eps"),
+    ("eval.linear.lr", 0.0, "eval.linear.lr"),
+    ("eval.finetune.backbone_lr", -0.01, "backbone_lr"),
+    ("eval.linear.momentum", 1.5, "eval.linear.momentum"),
 ])
 def test_invalid_values_name_the_key(key, value, match):
   c = config_lib.load_config_file(f"{CONFIG_DIR / 'demo'}.py", **{key: value})

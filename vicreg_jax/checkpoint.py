@@ -17,13 +17,22 @@ from typing import Any
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from vicreg_jax import parallel
 
 CHECKPOINT_DIR = "checkpoints"
-# Keys whose change makes an old checkpoint unusable (different parameter shapes or meaning).
-INCOMPATIBLE_KEYS = ("model",)
+# Unreadable steps are moved here (beside CHECKPOINT_DIR) when an older step is resumed.
+DAMAGED_DIR = "checkpoints.damaged"
 
+# What a resumed run may change. The run length (epochs, num_train_steps) may be extended or
+# shortened: accepted and logged. Keys under these prefixes do not change the training
+# trajectory (logging, checkpointing, evaluation, hosts, input prefetching): accepted
+# silently. A change of anything else (model, loss, optimiser, batch size, data, augmentation,
+# seed) would continue a different run, and is refused naming the keys that differ.
+RUN_LENGTH_KEYS = ("epochs", "num_train_steps")
+FREE_KEY_PREFIXES = ("checkpoint.", "log_every_steps", "eval.", "distributed.", "nonfinite",
+                     "data.prefetch_batches", "data.device_prefetch", "data.threads")
 
 # Marks, in a checkpoint's saved config, a backbone imported from released weights.
 IMPORTED_KEY = "imported_from"
@@ -31,6 +40,10 @@ IMPORTED_KEY = "imported_from"
 
 class IncompatibleCheckpointError(ValueError):
   """The workdir holds checkpoints of a run with an incompatible configuration."""
+
+
+class DamagedCheckpointsError(ValueError):
+  """Every checkpoint of a workdir is unreadable; starting over needs an explicit choice."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -68,39 +81,120 @@ def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
   return restored.meta["config"]
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and scalars are leaves)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def config_changes(saved: dict, config: ml_collections.ConfigDict
+                   ) -> tuple[list[str], list[str]]:
+  """``(refused, accepted)``: ``"key: saved -> now"`` for each key whose value differs.
+
+  Only keys present in both configs are compared (a knob added by a newer version of the
+  package keeps its default); see ``RUN_LENGTH_KEYS`` and ``FREE_KEY_PREFIXES``.
+  """
+  old, new = _flatten(saved), _flatten(json.loads(config.to_json()))
+  refused, accepted = [], []
+  for key in sorted(old.keys() & new.keys()):
+    if old[key] == new[key] or key.startswith(FREE_KEY_PREFIXES):
+      continue
+    line = f"config.{key}: {old[key]!r} -> {new[key]!r}"
+    (accepted if key in RUN_LENGTH_KEYS else refused).append(line)
+  return refused, accepted
+
+
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Raises IncompatibleCheckpointError if the workdir's checkpoints were made with an incompatible config."""
+  """Refuses to resume ``workdir``'s checkpoints (saved with ``saved``) under ``config``.
+
+  Raises:
+    IncompatibleCheckpointError naming the keys that differ (or an imported workdir).
+  """
   if IMPORTED_KEY in saved:
     raise IncompatibleCheckpointError(
         f"{workdir} holds weights imported from {saved[IMPORTED_KEY]} for evaluation only "
         "(no expander or optimizer state); pretrain in another --workdir.")
-  current = json.loads(config.to_json())
-  for key in INCOMPATIBLE_KEYS:
-    if saved.get(key) != current.get(key):
-      raise IncompatibleCheckpointError(
-          f"The checkpoints in {workdir} were written with config.{key}={saved.get(key)} but "
-          f"this run has config.{key}={current.get(key)}. Use a new --workdir, or the "
-          "original settings to resume. Nothing was overwritten.")
+  refused, accepted = config_changes(saved, config)
+  if refused:
+    raise IncompatibleCheckpointError(
+        f"The checkpoints in {workdir} were written by a run with other settings: "
+        + "; ".join(refused) + ". Resuming would continue a different run: use a new "
+        "--workdir, or the original values to resume. Nothing was overwritten.")
+  for line in accepted:
+    logging.warning("Resuming %s with a changed run length (%s); the learning-rate "
+                    "schedule follows the new length from here on.", workdir, line)
+
+
+def _first_line(err: BaseException) -> str:
+  text = str(err).strip()
+  return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def set_aside(manager: ocp.CheckpointManager, workdir: str, steps: list[int]) -> str:
+  """Moves unreadable ``steps`` out of the checkpoint folder into ``DAMAGED_DIR``.
+
+  Orbax refuses to save a step at or below the newest existing one, so damaged newer steps
+  left in place would leave the resumed run without checkpoints until it passed them.
+  Process 0 moves (the folder is shared); all processes then re-read the step list.
+  """
+  target = os.path.join(os.path.dirname(checkpoint_dir(workdir)), DAMAGED_DIR)
+  if jax.process_index() == 0:
+    os.makedirs(target, exist_ok=True)
+    for step in steps:
+      destination = os.path.join(target, str(step))
+      if os.path.exists(destination):  # damaged twice at the same step: keep both
+        destination += f".{len(os.listdir(target))}"
+      os.replace(os.path.join(checkpoint_dir(workdir), str(step)), destination)
+  multihost_utils.sync_global_devices("vicreg_jax.checkpoint.set_aside")
+  manager.reload()
+  return target
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any,
                    config: ml_collections.ConfigDict, workdir: str) -> tuple[Any, int]:
   """Restores the newest readable checkpoint into the structure/sharding of ``target``.
 
-  Steps that fail to read (truncated or deleted files) are skipped with a warning, falling
-  back to the previous one. Returns ``(state, step)``, or ``(None, 0)`` if there is none.
+  A step that fails to read (truncated or deleted files; Orbax may raise any exception) is
+  named with its reason in one warning line, and the previous one is tried. Once an older
+  step is restored, the unreadable newer ones are moved to ``DAMAGED_DIR`` (see
+  :func:`set_aside`). Returns ``(state, step)``, or ``(None, 0)`` for a workdir without
+  checkpoints.
+
+  Raises:
+    IncompatibleCheckpointError: the checkpoints belong to a run with other settings.
+    DamagedCheckpointsError: there are checkpoints but none is readable; nothing is changed,
+      so that a run never silently starts over.
   """
+  damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       check_compatible(saved_config(manager, step), config, workdir)
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state(target))))
-      return restored.state, step
     except IncompatibleCheckpointError:
       raise
-    except (OSError, KeyError, RuntimeError, ValueError) as err:
-      logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); trying an older one.",
-                      step, workdir, type(err).__name__, err)
+    except Exception as err:  # pylint: disable=broad-except  (Orbax raises bare Exception)
+      damaged.append((step, _first_line(err)))
+      logging.warning("Checkpoint step %d in %s is unreadable (%s); trying an older one.",
+                      step, workdir, damaged[-1][1])
+      continue
+    if damaged:
+      moved_to = set_aside(manager, workdir, [s for s, _ in damaged])
+      logging.warning("Resuming from step %d; moved the unreadable step(s) %s to %s (inspect "
+                      "or delete them).", step, [s for s, _ in damaged], moved_to)
+    return restored.state, step
+  if damaged:
+    directory = checkpoint_dir(workdir)
+    raise DamagedCheckpointsError(
+        f"Every checkpoint in {directory} is unreadable ("
+        + "; ".join(f"step {s}: {reason}" for s, reason in damaged) + "). Nothing was "
+        f"changed. To start over from step 0, move them aside (mv {directory} "
+        f"{os.path.join(os.path.dirname(directory), DAMAGED_DIR)}) and rerun.")
   return None, 0
 
 

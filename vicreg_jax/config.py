@@ -9,6 +9,7 @@ Values follow the official ``facebookresearch/vicreg`` code (``main_vicreg.py``,
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import ml_collections
@@ -302,12 +303,62 @@ def validate(c: ml_collections.ConfigDict) -> None:
            "in-memory and synthetic sources provide; use --config.data.source=memory or "
            "set it to 0 (the kNN monitor, --config.eval.knn_every_steps, works with any "
            "source).")
+  validate_numbers(c)
   validate_eval(c.eval)
   for name in ("view_a", "view_b"):
     view = c.augment[name]
     for key in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob"):
       _require(0.0 <= view[key] <= 1.0,
                f"--config.augment.{name}.{key}={view[key]} is not a probability in [0, 1].")
+
+
+def _finite(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate_numbers(c: ml_collections.ConfigDict) -> None:
+  """Signs and ranges of the optimiser, run length, model sizes and loss (before compiling).
+
+  A negative learning rate or weight decay, a momentum of 1 or a width of 0 would otherwise
+  train nonsense silently or fail late inside the compiled step.
+  """
+  o = c.optim
+  _require(_finite(o.base_lr) and o.base_lr > 0,
+           f"--config.optim.base_lr={o.base_lr} must be a positive number (the paper uses "
+           "0.2-0.3 at batch 2048, scaled by batch/256).")
+  _require(_finite(o.weight_decay) and o.weight_decay >= 0,
+           f"--config.optim.weight_decay={o.weight_decay} must be >= 0 (official: 1e-6).")
+  _require(_finite(o.momentum) and 0 <= o.momentum < 1,
+           f"--config.optim.momentum={o.momentum} must be in [0, 1) (official: 0.9).")
+  _require(_finite(o.trust_coefficient) and o.trust_coefficient > 0,
+           f"--config.optim.trust_coefficient={o.trust_coefficient} must be > 0 (official: "
+           "1e-3).")
+  _require(_finite(o.warmup_epochs) and o.warmup_epochs >= 0,
+           f"--config.optim.warmup_epochs={o.warmup_epochs} must be >= 0.")
+  _require(_finite(o.end_lr_ratio) and 0 <= o.end_lr_ratio <= 1,
+           f"--config.optim.end_lr_ratio={o.end_lr_ratio} must be in [0, 1].")
+  _require(c.epochs >= 0 and c.num_train_steps >= 0,
+           f"--config.epochs={c.epochs} and --config.num_train_steps={c.num_train_steps} "
+           "must be >= 0 (num_train_steps 0 = epochs x steps per epoch).")
+  m = c.model
+  _require(m.base_width > 0 and m.width_multiplier > 0,
+           f"--config.model.base_width={m.base_width} and --config.model.width_multiplier="
+           f"{m.width_multiplier} must be > 0 (official: 64 and 1).")
+  loss = c.loss
+  for key in ("sim_coeff", "std_coeff", "cov_coeff"):
+    _require(_finite(loss[key]) and loss[key] >= 0,
+             f"--config.loss.{key}={loss[key]} must be >= 0 (official: 25, 25, 1).")
+  _require(_finite(loss.eps) and loss.eps > 0 and _finite(loss.gamma) and loss.gamma > 0,
+           f"--config.loss.eps={loss.eps} and --config.loss.gamma={loss.gamma} must be > 0.")
+  probe, tune = c.eval.linear, c.eval.finetune
+  _require(_finite(probe.lr) and probe.lr > 0 and _finite(tune.head_lr) and tune.head_lr > 0
+           and _finite(tune.backbone_lr) and tune.backbone_lr >= 0,
+           "--config.eval.linear.lr and --config.eval.finetune.head_lr must be > 0, "
+           "--config.eval.finetune.backbone_lr >= 0.")
+  for name, e in (("linear", probe), ("finetune", tune)):
+    _require(0 <= e.momentum < 1 and e.weight_decay >= 0,
+             f"--config.eval.{name}.momentum must be in [0, 1) and --config.eval.{name}."
+             "weight_decay >= 0.")
 
 
 def validate_eval(e: ml_collections.ConfigDict) -> None:

@@ -18,19 +18,48 @@ import jax
 METRICS_FILE = "metrics.jsonl"
 
 
-class MetricWriter:
-  """Appends scalar dicts to ``workdir/metrics.jsonl`` and TensorBoard (process 0 only)."""
+def drop_superseded(path: str, start_step: int) -> int:
+  """Removes the lines of ``path`` (JSONL) logged after ``start_step``; returns how many.
 
-  def __init__(self, workdir: str):
+  A run resumed from an older checkpoint (the newer one was unreadable) repeats the steps
+  after it: their earlier lines belong to a trajectory that no checkpoint holds any more.
+  """
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  kept = [line for line in lines if json.loads(line)["step"] <= start_step]
+  if len(kept) < len(lines):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+  return len(lines) - len(kept)
+
+
+class MetricWriter:
+  """Appends scalar dicts to ``workdir/metrics.jsonl`` and TensorBoard (process 0 only).
+
+  ``start_step``: the step the run starts (or resumes) from; earlier logged steps after it
+  are dropped from the JSONL file and purged from TensorBoard (``purge_step``), so every
+  step appears once, from the trajectory the checkpoints hold.
+  """
+
+  def __init__(self, workdir: str, start_step: int = 0):
     self._active = jax.process_index() == 0
     self._file = None
     self._tb = None
     if not self._active:
       return
-    self._file = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
+    path = os.path.join(workdir, METRICS_FILE)
+    dropped = drop_superseded(path, start_step)
+    if dropped:
+      logging.warning("Dropped %d lines of %s logged after step %d (superseded by this "
+                      "resumed run).", dropped, path, start_step)
+    self._file = open(path, "a", encoding="utf-8")
     try:
       import tensorboardX  # pylint: disable=g-import-not-at-top
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                            purge_step=start_step + 1 if start_step else None)
     except ImportError:
       logging.info("tensorboardX is not installed; writing %s only.", METRICS_FILE)
 
