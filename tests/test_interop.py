@@ -214,3 +214,19 @@ def test_official_widths_are_recognised():
       state = TorchResNet(Bottleneck, models.resnet(arch).stage_sizes, 64 * width).state_dict()
     assert interop.infer_resnet_options(state) == dict(
         arch=arch, width_multiplier=width, base_width=64, small_stem=False, spatial_dims=2)
+
+
+def test_safetensors_export_has_the_umask_permissions_of_the_other_files(tmp_path):
+  path = tmp_path / "w.safetensors"
+  interop.save_safetensors({"x": np.ones((2, 2), np.float32)}, str(path))
+  (tmp_path / "other").write_text("")
+  assert path.stat().st_mode & 0o777 == (tmp_path / "other").stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("name", ["garbage.safetensors", "garbage.pth", "missing.pth"])
+def test_unreadable_weight_files_name_the_path(tmp_path, name):
+  path = tmp_path / name
+  if not name.startswith("missing"):
+    path.write_bytes(b"not a checkpoint at all")
+  with pytest.raises((ValueError, FileNotFoundError), match=name):
+    interop.load_torch_state_dict(str(path))

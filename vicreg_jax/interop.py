@@ -14,6 +14,8 @@ need no torch.
 
 from __future__ import annotations
 
+import os
+import pickle
 from typing import Mapping
 
 import jax
@@ -177,8 +179,14 @@ def describe(backbone) -> str:
 
 
 def save_safetensors(state_dict: Mapping[str, np.ndarray], path: str) -> None:
-  """Writes a state dict that ``safetensors.torch.load_file`` reads without our package."""
-  safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, path)
+  """Writes a state dict that ``safetensors.torch.load_file`` reads without our package.
+
+  Written with ``open`` (the umask's permissions, like the other export files) rather than
+  ``safetensors.numpy.save_file``, which creates its files with mode 0600.
+  """
+  data = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in state_dict.items()})
+  with open(path, "wb") as f:
+    f.write(data)
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -187,14 +195,25 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   Full official checkpoints (a dict with a ``model`` entry, e.g. ``resnet50_fullckpt.pth``)
   are unwrapped; floating-point tensors come back as float32.
   """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Weights file {path} does not exist; pass the path of a .pth or "
+                            ".safetensors ResNet state dict.")
   if path.endswith(".safetensors"):
-    return safetensors.numpy.load_file(path)
+    try:
+      return safetensors.numpy.load_file(path)
+    except (safetensors.SafetensorError, ValueError, OSError) as err:
+      raise ValueError(f"{path} is not a readable .safetensors file ({err}); pass an "
+                       "official/torchvision ResNet state dict.") from err
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as err:
     raise ImportError(f"Reading {path} needs PyTorch (pip install torch), or convert it to "
                       ".safetensors first.") from err
-  obj = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as err:
+    raise ValueError(f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0] if str(err) else type(err).__name__}); pass "
+                     "an official/torchvision ResNet state dict (.pth or .safetensors).") from err
   if isinstance(obj, dict) and "model" in obj:
     obj = obj["model"]
   return {k: (v.float() if v.is_floating_point() else v).numpy()
