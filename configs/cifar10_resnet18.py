@@ -24,4 +24,5 @@ def get_config(variant: str = ""):
   c.optim.base_lr = 0.5
   c.checkpoint.every_steps = 2000
   c.eval.transform = eval_transform(32, 32, "pad_random", pad=4)
+  c.eval.split = "test"            # the labelled held-out split of this dataset
   return c

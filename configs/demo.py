@@ -25,6 +25,7 @@ def get_config(variant: str = ""):
   c.log_every_steps = 10
   c.checkpoint.every_steps = 100
   c.eval.compare_random = True
+  c.eval.split = "test"            # the labelled held-out split of this dataset
   c.eval.transform = eval_transform(16, 16)  # whole 8-px digits upsampled, as the views
   c.eval.linear.on_features = True  # fast path: features once, then 100 head epochs
   if variant == "tiny":

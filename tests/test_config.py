@@ -70,3 +70,26 @@ def test_invalid_values_name_the_key(key, value, match):
 def test_missing_config_file_is_named():
   with pytest.raises(FileNotFoundError, match="nope.py"):
     config_lib.load_config_file("configs/nope.py")
+
+
+# The labelled held-out split of each dataset the recipes use (tfds catalog: imagenet2012
+# train / validation labelled, test labels all -1; cifar10 train / test; our digits split).
+LABELLED_SPLITS = {"imagenet2012": {"train", "validation"}, "cifar10": {"train", "test"},
+                   "digits": {"train", "test"}}
+
+
+@pytest.mark.parametrize("name,variant", [
+    ("imagenet_resnet50", ""), ("imagenet_resnet50", "ep100"), ("cifar10_resnet18", ""),
+    ("demo", ""), ("demo", "tiny")])
+def test_recipes_evaluate_on_labelled_splits(name, variant):
+  c = load(name, variant)
+  assert {c.eval.train_split, c.eval.split} <= LABELLED_SPLITS[c.data.name]
+  assert c.eval.split != c.eval.train_split
+
+
+@pytest.mark.parametrize("key", ["split", "train_split"])
+def test_an_unlabelled_evaluation_split_is_refused_naming_the_one_to_use(key):
+  c = load("imagenet_resnet50", "ep100")
+  c.eval[key] = "test"
+  with pytest.raises(ValueError, match=f"eval.{key}=validation"):
+    config_lib.validate(c)

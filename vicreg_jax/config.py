@@ -73,6 +73,12 @@ def augment_recipe(name: str, image_size: int = 224) -> ml_collections.ConfigDic
   ))
 
 
+# Splits without labels (tfds marks every label -1): evaluation on them would score nothing.
+# Maps a dataset name to (its unlabelled splits, the labelled held-out split to use instead).
+UNLABELLED_SPLITS = {"imagenet2012": (("test",), "validation"),
+                     "stl10": (("unlabelled",), "test")}
+
+
 # --- Evaluation protocols (linear probe, kNN, fine-tuning) ---------------------------------
 # The linear probe is the paper's protocol (App. C.2; official ``evaluate.py`` run with
 # ``--lr-head 0.02``); the kNN monitor is the common InstDisc/DINO one (k 20, temperature
@@ -231,7 +237,9 @@ def base_config() -> ml_collections.ConfigDict:
       finetune=probe.finetune,
       transform=eval_transform(), # train/eval crops of the supervised protocols
       train_split="train",        # labelled examples the kNN bank / probe / fine-tune use
-      split="test",               # held-out split the accuracies are measured on
+      # Held-out split the accuracies are measured on. ImageNet: "validation", as the
+      # official evaluate.py (tfds imagenet2012's "test" split has no labels: all -1).
+      split="validation",
       compare_random=False,       # after training: kNN/linear probe vs a random encoder
       feature_batch=512,          # images per forward pass when extracting features
       knn_every_steps=0,          # kNN monitor during pretraining every N steps; 0 = off
@@ -305,6 +313,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
            "source).")
   validate_numbers(c)
   validate_eval(c.eval)
+  validate_eval_splits(c)
   for name in ("view_a", "view_b"):
     view = c.augment[name]
     for key in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob"):
@@ -359,6 +368,15 @@ def validate_numbers(c: ml_collections.ConfigDict) -> None:
     _require(0 <= e.momentum < 1 and e.weight_decay >= 0,
              f"--config.eval.{name}.momentum must be in [0, 1) and --config.eval.{name}."
              "weight_decay >= 0.")
+
+
+def validate_eval_splits(c: ml_collections.ConfigDict) -> None:
+  """Refuses evaluation splits known to carry no labels (``UNLABELLED_SPLITS``)."""
+  unlabelled, instead = UNLABELLED_SPLITS.get(c.data.name, ((), ""))
+  for key in ("split", "train_split"):
+    _require(c.eval[key] not in unlabelled,
+             f"--config.eval.{key}={c.eval[key]!r}: {c.data.name}'s {c.eval[key]!r} split has "
+             f"no labels, so every accuracy would be 0; use --config.eval.{key}={instead}.")
 
 
 def validate_eval(e: ml_collections.ConfigDict) -> None:
