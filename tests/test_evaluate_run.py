@@ -75,7 +75,7 @@ def test_two_group_sgd_matches_torch_param_groups():
 def train_one_epoch(backbone, variables, *, finetune_mode, backbone_lr, config):
   mesh = parallel.make_mesh()
   source = data.create_labelled_source(config, mesh, split="test", train=True,
-                                           batch_size=64)
+                                       batch_size=64)
   tx = classifier.make_optimizer(0.1, backbone_lr, momentum=0.9, weight_decay=0.0, epochs=2,
                                  steps_per_epoch=source.steps_per_epoch)
   head = classifier.init_head(jax.random.key(0), classifier.representation_width(
@@ -111,9 +111,9 @@ def test_finetune_learns_digits(encoder):
   config.eval.transform.crop_scale = (0.5, 1.0)  # 8-px digits: keep most of the digit
   mesh = parallel.make_mesh()
   train_source = data.create_labelled_source(config, mesh, split="train", train=True,
-                                                 batch_size=64)
+                                             batch_size=64)
   test_source = data.create_labelled_source(config, mesh, split="test", train=False,
-                                                batch_size=64)
+                                            batch_size=64)
   tune = config.eval.finetune
   tune.epochs, tune.backbone_lr, tune.head_lr = 4, 0.2, 0.5  # measured: 70% after 4 epochs
   summary, tuned = finetune.finetune(backbone, variables, train_source, test_source, mesh=mesh,

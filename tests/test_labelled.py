@@ -41,7 +41,7 @@ def pixel_ids(batch):
 def test_eval_epoch_covers_every_example_once_in_order(npz_config):
   mesh = parallel.make_mesh()
   source = data.create_labelled_source(npz_config, mesh, split="test", train=False,
-                                           batch_size=8)
+                                       batch_size=8)
   batches = list(source.epoch(0))
   assert source.num_examples == N_TEST and len(batches) == source.steps_per_epoch == 3
   assert batches[0]["image"].shape == (8, SIDE, SIDE, 3) and batches[0]["image"].dtype == jnp.uint8
@@ -56,7 +56,7 @@ def test_eval_epoch_covers_every_example_once_in_order(npz_config):
 def test_train_epochs_shuffle_differently_and_reproducibly(npz_config):
   mesh = parallel.make_mesh()
   make = lambda: data.create_labelled_source(npz_config, mesh, split="train", train=True,
-                                                 batch_size=8)
+                                             batch_size=8)
   order = lambda source, e: np.concatenate([pixel_ids(b) for b in source.epoch(e)])
   first, again = make(), make()
   e0, e1 = order(first, 0), order(first, 1)
@@ -114,7 +114,7 @@ def test_subsets_by_fraction_and_by_ids(npz_config, tmp_path):
   npz_config.eval.finetune.subset_file = str(subset_file)
   subset = data.subset_from_config(npz_config.eval.finetune)
   source = data.create_labelled_source(npz_config, parallel.make_mesh(), split="train",
-                                           train=False, batch_size=8, subset=subset)
+                                       train=False, batch_size=8, subset=subset)
   assert source.num_examples == 3
   np.testing.assert_array_equal(pixel_ids(next(source.epoch(0))), [3, 7, 41])
 

@@ -51,7 +51,7 @@ def ids_labels(batches):
 def test_folder_eval_split_once_in_order_with_padding(folder_config):
   mesh = parallel.make_mesh()
   source = data.create_labelled_source(folder_config, mesh, split="val", train=False,
-                                           batch_size=8)
+                                       batch_size=8)
   batches = list(source.epoch(0))
   assert (source.num_examples, source.num_classes, source.steps_per_epoch) == (5, 2, 1)
   assert batches[0]["image"].shape == (8, SIDE, SIDE, 3)
@@ -74,7 +74,7 @@ def test_eval_crop_is_resize_then_center_crop():
 def test_folder_train_epochs_shuffle_crop_and_flip(folder_config):
   mesh = parallel.make_mesh()
   make = lambda: data.create_labelled_source(folder_config, mesh, split="train",
-                                                 train=True, batch_size=8)
+                                             train=True, batch_size=8)
   source = make()
   e0, e1 = list(source.epoch(0)), list(source.epoch(1))
   ids0, ids1 = ids_labels(e0)[0], ids_labels(e1)[0]
@@ -89,24 +89,24 @@ def test_folder_subsets(folder_config, tmp_path):
   mesh = parallel.make_mesh()
   subset = data.Subset(ids=frozenset({"im03.png", "im10.png"}))
   source = data.create_labelled_source(folder_config, mesh, split="train", train=False,
-                                           batch_size=8, subset=subset)
+                                       batch_size=8, subset=subset)
   assert source.num_examples == 2 and sorted(ids_labels(source.epoch(0))[0]) == [3, 10]
   with pytest.raises(ValueError, match="names an example"):
     data.create_labelled_source(folder_config, mesh, split="train", train=False,
-                                    batch_size=8, subset=data.Subset(ids=frozenset({"x"})))
+                                batch_size=8, subset=data.Subset(ids=frozenset({"x"})))
   fraction = data.create_labelled_source(folder_config, mesh, split="train", train=False,
-                                             batch_size=8, subset=data.Subset(fraction=0.5))
+                                         batch_size=8, subset=data.Subset(fraction=0.5))
   assert fraction.num_examples == 7
 
 
 def test_missing_split_folder_and_pad_crop_size_are_clear(folder_config):
   with pytest.raises(FileNotFoundError, match="root/<split>"):
     data.create_labelled_source(folder_config, parallel.make_mesh(), split="test",
-                                    train=False, batch_size=8)
+                                train=False, batch_size=8)
   config = folder_config.copy_and_resolve_references()
   config.eval.transform = config_lib.eval_transform(SIDE, SIDE, "pad_random")
   source = data.create_labelled_source(config, parallel.make_mesh(), split="val",
-                                           train=True, batch_size=8)
+                                       train=True, batch_size=8)
   with pytest.raises(tf.errors.InvalidArgumentError, match="pad_random"):
     list(source.epoch(0))
 
@@ -117,7 +117,7 @@ def test_mock_tfds_eval_pass_with_labels_and_metadata_classes():
   c.eval.transform = config_lib.eval_transform(SIDE, SIDE + 4)
   with tfds.testing.mock_data(num_examples=19, policy=tfds.testing.MockPolicy.USE_CODE):
     source = data.create_labelled_source(c, parallel.make_mesh(), split="validation",
-                                             train=False, batch_size=8)
+                                         train=False, batch_size=8)
     batches = list(source.epoch(0))
     assert (source.num_examples, source.num_classes, source.steps_per_epoch) == (19, 1000, 3)
     assert float(sum(b["weight"].sum() for b in batches)) == 19
@@ -125,7 +125,7 @@ def test_mock_tfds_eval_pass_with_labels_and_metadata_classes():
                              for b in batches])
     assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() < 1000
     train = data.create_labelled_source(c, parallel.make_mesh(), split="train",
-                                            train=True, batch_size=8,
-                                            subset=data.Subset(fraction=0.5, seed=1))
+                                        train=True, batch_size=8,
+                                        subset=data.Subset(fraction=0.5, seed=1))
     assert 0 < train.num_examples < 19
     assert next(iter(train.epoch(0)))["image"].shape == (8, SIDE, SIDE, 3)

@@ -152,6 +152,11 @@ def sample_crop_window(shape, seed, scale: Sequence[float], ratio: Sequence[floa
   return tf.cast(tf.stack([y, x, h, w]), tf.int32)
 
 
+def _decode_rgb(contents):
+  """Any image format -> uint8 [h, w, 3] (gray and RGBA become RGB)."""
+  return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
 def _crop_view(contents, seed, augment_config: ml_collections.ConfigDict,
                method: str = "bicubic"):
   """One random-resized-crop view of encoded image bytes -> uint8 [S, S, 3].
@@ -276,10 +281,6 @@ class StreamingViewSource:
       while len(ahead) <= self._config.data.device_prefetch:
         ahead.append(parallel.host_to_global(self._mesh, next(host)))
       yield ahead.popleft()
-
-
-def _decode_rgb(contents):
-  return tf.io.decode_image(contents, channels=3, expand_animations=False)
 
 
 def _eval_crop(contents, transform: ml_collections.ConfigDict):

@@ -80,7 +80,7 @@ def make_encode_fn(backbone, variables: dict, augment_config: ml_collections.Con
 def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str):
   """Features f32[n, d], labels i32[n] and class count of a split (evaluation crops)."""
   source = data.create_labelled_source(config, mesh, split=split, train=False,
-                                           batch_size=config.eval.feature_batch)
+                                       batch_size=config.eval.feature_batch)
   features, labels = linear.batch_features(encode, source.epoch(0))
   return features, labels, source.num_classes
 
@@ -96,10 +96,10 @@ def run_knn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict) 
 
 def _sources(config, mesh, batch_size: int, subset=None):
   train = data.create_labelled_source(config, mesh, split=config.eval.train_split,
-                                          train=True, batch_size=batch_size, subset=subset)
+                                      train=True, batch_size=batch_size, subset=subset)
   held_out = data.create_labelled_source(config, mesh, split=config.eval.split,
-                                             train=False, batch_size=batch_size,
-                                             num_classes=train.num_classes)
+                                         train=False, batch_size=batch_size,
+                                         num_classes=train.num_classes)
   return train, held_out
 
 
