@@ -7,7 +7,7 @@ Usage:
 
 Host stage: scikit-learn's two bundled photos are cut into random ImageNet-sized crops
 (``--jpeg_width`` x ``--jpeg_height``, JPEG quality 90) written to a temporary class folder,
-then ``pipeline.build_dataset`` (decode_and_crop_jpeg of two random-resized-crop windows,
+then ``tf_input.build_dataset`` (decode_and_crop_jpeg of two random-resized-crop windows,
 bicubic resize to 224) is timed with 1 and with all CPU threads: view pairs/s and pairs/s
 per core. If torchvision is importable, the same two crops + the full colour recipe with PIL
 (the official VICReg transforms) is timed on the same files for comparison.
@@ -57,11 +57,11 @@ def write_jpegs(root: str, count: int, width: int, height: int) -> list[str]:
 
 def host_pairs_per_s(root: str, threads: int, args) -> float:
   """View pairs/s of the tf.data host stage with a private pool of ``threads``."""
-  from vicreg_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vicreg_jax.data import tf_input  # pylint: disable=g-import-not-at-top
   c = config_lib.base_config()
   c.data.source, c.data.path, c.data.threads = "folder", root, threads
   c.batch_size = args.host_batch
-  ds, _ = pipeline.build_dataset(c, start_step=0, process_index=0, process_count=1)
+  ds, _ = tf_input.build_dataset(c, start_step=0, process_index=0, process_count=1)
   it = ds.as_numpy_iterator()
   next(it)  # warm-up: graph tracing, thread pools
   start = time.perf_counter()

@@ -54,7 +54,7 @@ def main() -> None:
   model = models.create_model(config.model)
   tx, schedule = optim.create_optimizer(config.optim, global_batch=config.batch_size,
                                         steps_per_epoch=1000, total_steps=100_000)
-  state = train.init_train_state(config, model, tx, mesh)
+  state = train.create_train_state(config, model, tx, mesh)
   rng = np.random.default_rng(0)
   batch = parallel.host_to_global(mesh, {
       name: rng.integers(0, 256, (config.batch_size, size, size, 3), dtype=np.uint8)

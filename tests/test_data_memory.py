@@ -6,7 +6,7 @@ import pytest
 
 from vicreg_jax import config as config_lib
 from vicreg_jax import parallel
-from vicreg_jax.data import memory
+from vicreg_jax.data import datasets, geometry, in_memory
 
 
 def digits_config(**kw):
@@ -20,25 +20,25 @@ def digits_config(**kw):
 
 
 def test_digits_split_is_deterministic_and_disjoint():
-  x_train, y_train = memory.load_arrays(digits_config().data, "train")
-  x_test, _ = memory.load_arrays(digits_config().data, "test")
+  x_train, y_train = datasets.load_arrays(digits_config().data, "train")
+  x_test, _ = datasets.load_arrays(digits_config().data, "test")
   assert x_train.shape[1:] == (8, 8, 3) and x_train.dtype == np.uint8
-  assert (len(x_train), len(x_test)) == (memory.DIGITS_SPLIT_SIZES["train"],
-                                         memory.DIGITS_SPLIT_SIZES["test"]) == (1438, 359)
+  assert (len(x_train), len(x_test)) == (datasets.DIGITS_SPLIT_SIZES["train"],
+                                         datasets.DIGITS_SPLIT_SIZES["test"]) == (1438, 359)
   assert set(np.unique(y_train)) == set(range(10))
   assert x_train.min() == 0 and x_train.max() == 255
   assert (x_train[..., 0] == x_train[..., 2]).all()  # gray on three channels
-  x_again, _ = memory.load_arrays(digits_config().data, "train")
+  x_again, _ = datasets.load_arrays(digits_config().data, "train")
   np.testing.assert_array_equal(x_again, x_train)
   flat = lambda x: {a.tobytes() for a in x}
   assert len(flat(x_train) & flat(x_test)) < 5  # only the few duplicate digits can repeat
   with pytest.raises(ValueError, match="splits"):
-    memory.load_arrays(digits_config().data, "validation")
+    datasets.load_arrays(digits_config().data, "validation")
 
 
 def sample_windows(key, n, h, w, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
   keys = jax.random.split(key, n)
-  fn = jax.jit(jax.vmap(lambda k: memory.sample_crop_window(k, h, w, scale, ratio)))
+  fn = jax.jit(jax.vmap(lambda k: geometry.sample_crop_window(k, h, w, scale, ratio)))
   return np.asarray(fn(keys))
 
 
@@ -88,7 +88,7 @@ def test_crop_area_and_log_aspect_are_uniform_when_every_attempt_fits():
 
 
 def test_fallback_is_centre_crop_with_clamped_aspect():
-  fallback = memory._fallback_window  # pylint: disable=protected-access
+  fallback = geometry._fallback_window  # pylint: disable=protected-access
   assert fallback(10, 100, (3 / 4, 4 / 3)) == (10, 13)
   assert fallback(100, 10, (3 / 4, 4 / 3)) == (13, 10)
   # A 1 x 100 strip admits no crop in (3/4, 4/3) of at least 8% of its area: centre fallback.
@@ -103,20 +103,20 @@ def test_crop_and_resize_equals_resizing_the_cropped_image(window, size):
   y, x, h, w = window
   want = jax.image.resize(img[y:y + h, x:x + w].astype(np.float32), (size, size, 3), "cubic",
                           antialias=True)
-  got = memory.crop_and_resize(img, np.array(window, np.float32), size)
+  got = geometry.crop_and_resize(img, np.array(window, np.float32), size)
   np.testing.assert_allclose(got, want, atol=1e-2)
 
 
 def test_crop_resamples_exactly_the_window():
   img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-  same_size = memory.crop_and_resize(img, np.array([3.0, 5.0, 8.0, 8.0]), 8)
+  same_size = geometry.crop_and_resize(img, np.array([3.0, 5.0, 8.0, 8.0]), 8)
   np.testing.assert_allclose(same_size, img[3:11, 5:13], atol=1e-3)  # scale 1: identity
   # Shrinking a window 2x averages it (antialiased) and never reads outside the window.
   striped = np.zeros((20, 30, 3), np.uint8)
   striped[:, 10:20] = 200
-  inside = memory.crop_and_resize(striped, np.array([0.0, 10.0, 20.0, 10.0]), 5)
+  inside = geometry.crop_and_resize(striped, np.array([0.0, 10.0, 20.0, 10.0]), 5)
   np.testing.assert_allclose(inside, 200, atol=1e-3)
-  crop = jax.jit(lambda k, x: memory.random_resized_crop(k, x, 16, (0.08, 1.0), (3 / 4, 4 / 3)))(
+  crop = jax.jit(lambda k, x: geometry.random_resized_crop(k, x, 16, (0.08, 1.0), (3 / 4, 4 / 3)))(
       jax.random.key(0), img)
   assert crop.shape == (16, 16, 3) and crop.dtype == np.uint8
 
@@ -124,24 +124,25 @@ def test_crop_resamples_exactly_the_window():
 def test_source_is_deterministic_resumable_and_sharded():
   mesh = parallel.make_mesh()
   c = digits_config()
-  source = memory.MemoryViewSource(c, mesh, start_step=0)
-  batches = [jax.device_get(next(source)) for _ in range(4)]
+  source = in_memory.MemoryViewSource(c, mesh)
+  stream = source.iterate(0)
+  batches = [jax.device_get(next(stream)) for _ in range(4)]
   assert batches[0]["view_a"].shape == (64, 8, 8, 3) and batches[0]["view_a"].dtype == np.uint8
   assert not np.array_equal(batches[0]["view_a"], batches[0]["view_b"])
   assert not np.array_equal(batches[0]["view_a"], batches[1]["view_a"])
-  resumed = memory.MemoryViewSource(c, mesh, start_step=2)
+  resumed = in_memory.MemoryViewSource(c, mesh).iterate(2)
   for want in batches[2:]:
     got = jax.device_get(next(resumed))
     np.testing.assert_array_equal(got["view_a"], want["view_a"])
-  batch = next(memory.MemoryViewSource(c, mesh, start_step=0))
+  batch = next(in_memory.MemoryViewSource(c, mesh).iterate(0))
   assert batch["view_a"].sharding.is_equivalent_to(parallel.batch_sharding(mesh), 4)
-  assert source.steps_per_epoch == len(memory.load_arrays(c.data, "train")[0]) // 64
+  assert source.steps_per_epoch == len(datasets.load_arrays(c.data, "train")[0]) // 64
 
 
 def test_other_seed_gives_other_batches():
   mesh = parallel.make_mesh()
-  a = jax.device_get(next(memory.MemoryViewSource(digits_config(), mesh)))
-  b = jax.device_get(next(memory.MemoryViewSource(digits_config(seed=1), mesh)))
+  a = jax.device_get(next(in_memory.MemoryViewSource(digits_config(), mesh).iterate()))
+  b = jax.device_get(next(in_memory.MemoryViewSource(digits_config(seed=1), mesh).iterate()))
   assert not np.array_equal(a["view_a"], b["view_a"])
 
 
@@ -151,35 +152,35 @@ def test_npz_and_bad_inputs(tmp_path):
            test_images=np.ones((2, 6, 7, 3), np.float32))
   c = digits_config()
   c.data.name, c.data.path = "npz", str(tmp_path / "d.npz")
-  x, y = memory.load_arrays(c.data, "train")
+  x, y = datasets.load_arrays(c.data, "train")
   assert x.shape == (5, 6, 7, 3) and (x[..., 0] == x[..., 2]).all() and list(y) == list(range(5))
   np.testing.assert_array_equal(x[..., 1], gray)
-  x_test, y_test = memory.load_arrays(c.data, "test")  # test_images: floats in [0, 1]
+  x_test, y_test = datasets.load_arrays(c.data, "test")  # test_images: floats in [0, 1]
   assert (x_test == 255).all() and list(y_test) == [0, 0]
   rgba = np.arange(2 * 4 * 4 * 4).reshape(2, 4, 4, 4).astype(np.uint8)
-  np.testing.assert_array_equal(memory.to_rgb_uint8(rgba), rgba[..., :3])
+  np.testing.assert_array_equal(datasets.to_rgb_uint8(rgba), rgba[..., :3])
   with pytest.raises(ValueError, match="channels|shape"):
-    memory.to_rgb_uint8(np.zeros((2, 4, 4, 2), np.uint8))
+    datasets.to_rgb_uint8(np.zeros((2, 4, 4, 2), np.uint8))
   c.data.name = "imagenet21k"
   with pytest.raises(ValueError, match="Unknown in-memory dataset"):
-    memory.load_arrays(c.data, "train")
+    datasets.load_arrays(c.data, "train")
   c.data.name, c.data.path = "npz", ""
   with pytest.raises(FileNotFoundError, match="data.path"):
-    memory.load_arrays(c.data, "train")
+    datasets.load_arrays(c.data, "train")
   with pytest.raises(ValueError, match="larger than"):
-    memory.MemoryViewSource(digits_config(batch_size=4096), parallel.make_mesh())
+    in_memory.MemoryViewSource(digits_config(batch_size=4096), parallel.make_mesh())
   with pytest.raises(ValueError, match="divisible"):
-    memory.MemoryViewSource(digits_config(batch_size=60), parallel.make_mesh())
+    in_memory.MemoryViewSource(digits_config(batch_size=60), parallel.make_mesh())
 
 
 def test_create_view_source_dispatches_on_data_source():
   from vicreg_jax import data  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
-  source = data.create_view_source(digits_config(), mesh, start_step=3)
-  assert isinstance(source, memory.MemoryViewSource) and source.steps_per_epoch == 1438 // 64
+  source = data.create_view_source(digits_config(), mesh)
+  assert isinstance(source, in_memory.MemoryViewSource) and source.steps_per_epoch == 1438 // 64
   np.testing.assert_array_equal(
-      jax.device_get(next(source)["view_b"]),
-      jax.device_get(next(memory.MemoryViewSource(digits_config(), mesh, start_step=3))["view_b"]))
+      jax.device_get(next(source.iterate(3))["view_b"]),
+      jax.device_get(next(in_memory.MemoryViewSource(digits_config(), mesh).iterate(3))["view_b"]))
   c = digits_config()
   c.data.source = "s3"
   with pytest.raises(ValueError, match="data.source"):
@@ -191,8 +192,8 @@ def test_synthetic_source_for_benchmarks():
   c = digits_config()
   c.data.source = "synthetic"
   mesh = parallel.make_mesh()
-  source = data.create_view_source(c, mesh, start_step=5)
-  batch = next(source)
+  source = data.create_view_source(c, mesh)
+  batch = next(source.iterate(5))
   assert batch["view_b"].shape == (64, 8, 8, 3) and batch["view_b"].dtype == np.uint8
   assert batch["view_a"].sharding.is_equivalent_to(parallel.batch_sharding(mesh), 4)
   assert source.steps_per_epoch == 100

@@ -11,7 +11,7 @@ import torch
 
 from vicreg_jax import checkpoint, export, interop, models, parallel, train
 from vicreg_jax import config as config_lib
-from vicreg_jax.data import labelled
+from vicreg_jax import data
 from vicreg_jax.evaluate import classifier, finetune, run
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -74,8 +74,8 @@ def test_two_group_sgd_matches_torch_param_groups():
 
 def train_one_epoch(backbone, variables, *, finetune_mode, backbone_lr, config):
   mesh = parallel.make_mesh()
-  source = labelled.create_labelled_source(config, mesh, split="test", train=True,
-                                           batch_size=64)
+  source = data.create_labelled_source(config, mesh, split="test", train=True,
+                                       batch_size=64)
   tx = classifier.make_optimizer(0.1, backbone_lr, momentum=0.9, weight_decay=0.0, epochs=2,
                                  steps_per_epoch=source.steps_per_epoch)
   head = classifier.init_head(jax.random.key(0), classifier.representation_width(
@@ -110,10 +110,10 @@ def test_finetune_learns_digits(encoder):
   config = tiny_config()
   config.eval.transform.crop_scale = (0.5, 1.0)  # 8-px digits: keep most of the digit
   mesh = parallel.make_mesh()
-  train_source = labelled.create_labelled_source(config, mesh, split="train", train=True,
-                                                 batch_size=64)
-  test_source = labelled.create_labelled_source(config, mesh, split="test", train=False,
-                                                batch_size=64)
+  train_source = data.create_labelled_source(config, mesh, split="train", train=True,
+                                             batch_size=64)
+  test_source = data.create_labelled_source(config, mesh, split="test", train=False,
+                                            batch_size=64)
   tune = config.eval.finetune
   tune.epochs, tune.backbone_lr, tune.head_lr = 4, 0.2, 0.5  # measured: 70% after 4 epochs
   summary, tuned = finetune.finetune(backbone, variables, train_source, test_source, mesh=mesh,

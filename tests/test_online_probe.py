@@ -10,7 +10,7 @@ import pytest
 
 from vicreg_jax import config as config_lib
 from vicreg_jax import models, parallel, train
-from vicreg_jax.data import SyntheticViewSource, memory
+from vicreg_jax.data import SyntheticViewSource, datasets, in_memory
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 PROBE = "online_probe"
@@ -18,6 +18,12 @@ PROBE = "online_probe"
 
 def tiny_config(**overrides):
   return config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny", **overrides)
+
+
+def label_args(config):
+  """The label arguments the training loop gives a view source for ``config``."""
+  classes = config.model.online_probe_classes
+  return dict(with_labels=classes > 0, num_classes=classes)
 
 
 LR = 0.3  # a plain rate: the recipe's warm-up would keep the head still for these few steps
@@ -34,7 +40,7 @@ def probe_run(config, mesh):
   """``(state, compiled step)`` with :func:`recording_sgd`; the same program in each test,
   so the persistent compilation cache of ``conftest.py`` compiles it once."""
   model = models.create_model(config.model)
-  state = train.init_train_state(config, model, recording_sgd(), mesh)
+  state = train.create_train_state(config, model, recording_sgd(), mesh)
   step = train.make_train_step(config, model, recording_sgd(), lambda count: LR)
   return state, train.compile_train_step(step, mesh)
 
@@ -47,7 +53,7 @@ def test_probe_leaves_the_encoder_gradients_unchanged():
   """Same state and batch: the train step's non-probe gradients equal the probe-off ones."""
   mesh = parallel.make_mesh()
   config = probe_config()
-  batch = next(memory.MemoryViewSource(config, mesh))
+  batch = next(in_memory.MemoryViewSource(config, mesh, **label_args(config)).iterate())
   state_on, step_on = probe_run(config, mesh)
   # The probe-off state is a copy of the same state without the head (the step donates it).
   without_head = lambda tree: {k: v for k, v in tree.items() if k != PROBE}
@@ -112,7 +118,7 @@ def test_probe_learns_digits_in_the_train_step():
   mesh = parallel.make_mesh()
   config = probe_config()
   state, step = probe_run(config, mesh)
-  source = memory.MemoryViewSource(config, mesh)
+  source = in_memory.MemoryViewSource(config, mesh, **label_args(config)).iterate()
   history = []
   for _ in range(30):
     state, metrics = step(state, next(source))
@@ -128,32 +134,32 @@ def test_sources_yield_labels_of_the_chosen_images():
   # Whole-image crops at the native 8 px: each view is its digit, which names its label.
   config = tiny_config(**{"model.online_probe_classes": 10, "augment.crop_scale": (1.0, 1.0),
                           "augment.crop_ratio": (1.0, 1.0)})
-  images, labels = memory.load_arrays(config.data, config.data.split)
+  images, labels = datasets.load_arrays(config.data, config.data.split)
   label_of = {}
   for image, label in zip(images, labels):
     label_of.setdefault(image.tobytes(), set()).add(int(label))
-  source = memory.MemoryViewSource(config, mesh)
+  source = in_memory.MemoryViewSource(config, mesh, **label_args(config)).iterate()
   for _ in range(2):
     batch = next(source)
     assert batch["label"].dtype == jnp.int32 and batch["label"].shape == (config.batch_size,)
     assert batch["label"].sharding == batch["view_a"].sharding
     for view, label in zip(np.asarray(batch["view_a"]), np.asarray(batch["label"])):
       assert int(label) in label_of[view.tobytes()]
-  assert "label" not in next(memory.MemoryViewSource(tiny_config(), mesh))
+  assert "label" not in next(in_memory.MemoryViewSource(tiny_config(), mesh).iterate())
 
-  batch = next(SyntheticViewSource(config, mesh))
+  batch = next(SyntheticViewSource(config, mesh, **label_args(config)).iterate())
   label = np.asarray(batch["label"])
   assert label.dtype == np.int32 and label.shape == (config.batch_size,)
   assert 0 <= label.min() and label.max() < 10
   assert batch["label"].sharding == batch["view_a"].sharding
-  assert "label" not in next(SyntheticViewSource(tiny_config(), mesh))
+  assert "label" not in next(SyntheticViewSource(tiny_config(), mesh).iterate())
 
 
 def test_probe_needs_labels_in_range_and_an_in_memory_source(tmp_path):
   mesh = parallel.make_mesh()
   config = tiny_config(**{"model.online_probe_classes": 5})
   with pytest.raises(ValueError, match="online_probe_classes=5; set it to 10"):
-    memory.MemoryViewSource(config, mesh)
+    in_memory.MemoryViewSource(config, mesh, **label_args(config))
   images = np.zeros((32, 8, 8, 3), np.uint8)
   for name, arrays, match in (("unlabelled", dict(labels=np.full(32, -1)), "unlabelled"),
                               ("nolabels", {}, "no 'labels' array")):
@@ -162,7 +168,7 @@ def test_probe_needs_labels_in_range_and_an_in_memory_source(tmp_path):
     config = tiny_config(**{"model.online_probe_classes": 10, "data.name": "npz",
                             "data.path": str(path)})
     with pytest.raises(ValueError, match=match):
-      memory.MemoryViewSource(config, mesh)
+      in_memory.MemoryViewSource(config, mesh, **label_args(config))
   config_lib.validate(tiny_config(**{"model.online_probe_classes": 10}))
   config_lib.validate(tiny_config(**{"model.online_probe_classes": 10,
                                      "data.source": "synthetic"}))

@@ -6,10 +6,11 @@ import pytest
 
 from vicreg_jax import config as config_lib
 from vicreg_jax import parallel
-from vicreg_jax.data import memory, pipeline
+from vicreg_jax.data import folders, geometry
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
+from vicreg_jax.data import tf_input  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Folder images carry their id in the green channel (id * ID_STEP + ID_STEP / 2, flat), so
 # the file behind any crop can be read back from its pixels.
@@ -67,7 +68,7 @@ def folder_dataset(folder, start_step=0, process_index=0, process_count=1, **kw)
   c = stream_config(source="folder", path=folder)
   for k, v in kw.items():
     c[k] = v
-  return pipeline.build_dataset(c, start_step=start_step, process_index=process_index,
+  return tf_input.build_dataset(c, start_step=start_step, process_index=process_index,
                                 process_count=process_count)
 
 
@@ -105,7 +106,7 @@ def test_resume_equals_the_uninterrupted_stream(image_folder, start_step):
 
 
 def test_process_shards_are_disjoint_equal_and_cover_classes(image_folder):
-  shards = [pipeline.list_image_files(image_folder, i, 2) for i in range(2)]
+  shards = [folders.list_image_files(image_folder, i, 2) for i in range(2)]
   assert len(shards[0]) == len(shards[1]) == 7 and not set(shards[0]) & set(shards[1])
   for shard in shards:
     assert {p.split("/")[-2] for p in shard} == {"cat", "dog"}
@@ -117,20 +118,20 @@ def test_process_shards_are_disjoint_equal_and_cover_classes(image_folder):
 def test_tf_crop_windows_follow_torchvision_like_the_device_sampler():
   n, h, w = 4000, 50, 80
   scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
-  sample = lambda i: pipeline.sample_crop_window(tf, tf.constant([h, w, 3]),
+  sample = lambda i: tf_input.sample_crop_window(tf.constant([h, w, 3]),
                                                  tf.stack([tf.constant(7, tf.int64), i]),
                                                  scale, ratio)
   win = next(tf.data.Dataset.range(n).map(sample).batch(n).as_numpy_iterator())
   y, x, hh, ww = win.T
   assert (y >= 0).all() and (x >= 0).all() and (y + hh <= h).all() and (x + ww <= w).all()
-  ref = np.asarray(jax.vmap(lambda k: memory.sample_crop_window(k, h, w, scale, ratio))(
+  ref = np.asarray(jax.vmap(lambda k: geometry.sample_crop_window(k, h, w, scale, ratio))(
       jax.random.split(jax.random.key(0), n)))
   for stat in (lambda v: v[:, 2] * v[:, 3] / (h * w), lambda v: np.log(v[:, 3] / v[:, 2])):
     a, b = stat(win.astype(float)), stat(ref)
     assert abs(a.mean() - b.mean()) < 4 * np.sqrt((a.var() + b.var()) / n)
     assert abs(a.std() - b.std()) < 0.1 * b.std()
   # Fallback: no crop of a 1 x 100 strip fits, so the centre 1 x 1 (aspect clamped).
-  strip = pipeline.sample_crop_window(tf, tf.constant([1, 100]), tf.constant([0, 0], tf.int64),
+  strip = tf_input.sample_crop_window(tf.constant([1, 100]), tf.constant([0, 0], tf.int64),
                                       scale, ratio)
   assert strip.numpy().tolist() == [0, 49, 1, 1]
 
@@ -138,11 +139,11 @@ def test_tf_crop_windows_follow_torchvision_like_the_device_sampler():
 def test_mock_imagenet_through_skip_decoding():
   c = stream_config(source="tfds", name="imagenet2012")
   with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-    ds, n = pipeline.build_dataset(c, start_step=0, process_index=0, process_count=1)
+    ds, n = tf_input.build_dataset(c, start_step=0, process_index=0, process_count=1)
     first = take(ds, 4)
-    resumed = take(pipeline.build_dataset(c, start_step=3, process_index=0,
+    resumed = take(tf_input.build_dataset(c, start_step=3, process_index=0,
                                           process_count=1)[0], 1)
-    other = take(pipeline.build_dataset(c, start_step=0, process_index=1,
+    other = take(tf_input.build_dataset(c, start_step=0, process_index=1,
                                         process_count=2)[0], 1)
   assert n == 20 and first[0]["view_a"].shape == (8, 24, 24, 3)
   assert first[0]["view_a"].std() > 0  # real decoded pixels
@@ -153,13 +154,14 @@ def test_mock_imagenet_through_skip_decoding():
 def test_source_yields_global_sharded_arrays_with_device_prefetch(image_folder):
   c = stream_config(source="folder", path=image_folder)
   mesh = parallel.make_mesh()
-  want = take(pipeline.build_dataset(c, start_step=0, process_index=0, process_count=1)[0], 4)
+  want = take(tf_input.build_dataset(c, start_step=0, process_index=0, process_count=1)[0], 4)
   for depth in (0, 2):
     c.data.device_prefetch = depth
-    source = pipeline.StreamingViewSource(c, mesh, start_step=0)
+    source = tf_input.StreamingViewSource(c, mesh)
     assert source.num_examples == 14 and source.steps_per_epoch == 1
+    batches = source.iterate(0)
     for expected in want:
-      batch = next(source)
+      batch = next(batches)
       assert batch["view_a"].shape == (8, 24, 24, 3)
       assert batch["view_a"].sharding.is_equivalent_to(parallel.batch_sharding(mesh), 4)
       np.testing.assert_array_equal(jax.device_get(batch["view_b"]), expected["view_b"])
@@ -168,14 +170,14 @@ def test_source_yields_global_sharded_arrays_with_device_prefetch(image_folder):
 def test_missing_data_is_a_clear_error(tmp_path):
   c = stream_config(source="tfds", name="imagenet2012", data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match=f"looked in {tmp_path}.*tfds build imagenet2012"):
-    pipeline.build_dataset(c, start_step=0, process_index=0, process_count=1)
+    tf_input.build_dataset(c, start_step=0, process_index=0, process_count=1)
   c.data.name = "imagenet_typo"
   with pytest.raises(ValueError, match="not a tfds dataset name"):
-    pipeline.build_dataset(c, start_step=0, process_index=0, process_count=1)
+    tf_input.build_dataset(c, start_step=0, process_index=0, process_count=1)
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    pipeline.list_image_files(str(tmp_path / "nope"))
+    folders.list_image_files(str(tmp_path / "nope"))
   with pytest.raises(FileNotFoundError, match="not prepared"):
-    pipeline.load_tfds_arrays("cifar10", "train", str(tmp_path))
+    tf_input.load_tfds_arrays("cifar10", "train", str(tmp_path))
   with pytest.raises(ValueError, match="divisible"):
     c.batch_size = 9
-    pipeline.build_dataset(c, start_step=0, process_index=0, process_count=2)
+    tf_input.build_dataset(c, start_step=0, process_index=0, process_count=2)

@@ -6,10 +6,11 @@ import pytest
 
 from vicreg_jax import config as config_lib
 from vicreg_jax import parallel
-from vicreg_jax.data import labelled, pipeline
+from vicreg_jax import data
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
+from vicreg_jax.data import tf_input  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ID_STEP = 12  # image i has green value i * ID_STEP + ID_STEP / 2 everywhere
 SIDE = 16
@@ -49,8 +50,8 @@ def ids_labels(batches):
 
 def test_folder_eval_split_once_in_order_with_padding(folder_config):
   mesh = parallel.make_mesh()
-  source = labelled.create_labelled_source(folder_config, mesh, split="val", train=False,
-                                           batch_size=8)
+  source = data.create_labelled_source(folder_config, mesh, split="val", train=False,
+                                       batch_size=8)
   batches = list(source.epoch(0))
   assert (source.num_examples, source.num_classes, source.steps_per_epoch) == (5, 2, 1)
   assert batches[0]["image"].shape == (8, SIDE, SIDE, 3)
@@ -64,7 +65,7 @@ def test_folder_eval_split_once_in_order_with_padding(folder_config):
 def test_eval_crop_is_resize_then_center_crop():
   img = np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)
   transform = config_lib.eval_transform(16, 20)
-  got = pipeline._eval_crop(tf, tf.io.encode_png(img), transform).numpy()
+  got = tf_input._eval_crop(tf.io.encode_png(img), transform).numpy()
   resized = tf.image.resize(img.astype(np.float32), (20, 27), "bilinear", antialias=True)
   want = np.clip(np.round(resized.numpy()[2:18, 6:22]), 0, 255).astype(np.uint8)
   np.testing.assert_array_equal(got, want)
@@ -72,8 +73,8 @@ def test_eval_crop_is_resize_then_center_crop():
 
 def test_folder_train_epochs_shuffle_crop_and_flip(folder_config):
   mesh = parallel.make_mesh()
-  make = lambda: labelled.create_labelled_source(folder_config, mesh, split="train",
-                                                 train=True, batch_size=8)
+  make = lambda: data.create_labelled_source(folder_config, mesh, split="train",
+                                             train=True, batch_size=8)
   source = make()
   e0, e1 = list(source.epoch(0)), list(source.epoch(1))
   ids0, ids1 = ids_labels(e0)[0], ids_labels(e1)[0]
@@ -86,26 +87,26 @@ def test_folder_train_epochs_shuffle_crop_and_flip(folder_config):
 
 def test_folder_subsets(folder_config, tmp_path):
   mesh = parallel.make_mesh()
-  subset = labelled.Subset(ids=frozenset({"im03.png", "im10.png"}))
-  source = labelled.create_labelled_source(folder_config, mesh, split="train", train=False,
-                                           batch_size=8, subset=subset)
+  subset = data.Subset(ids=frozenset({"im03.png", "im10.png"}))
+  source = data.create_labelled_source(folder_config, mesh, split="train", train=False,
+                                       batch_size=8, subset=subset)
   assert source.num_examples == 2 and sorted(ids_labels(source.epoch(0))[0]) == [3, 10]
   with pytest.raises(ValueError, match="names an example"):
-    labelled.create_labelled_source(folder_config, mesh, split="train", train=False,
-                                    batch_size=8, subset=labelled.Subset(ids=frozenset({"x"})))
-  fraction = labelled.create_labelled_source(folder_config, mesh, split="train", train=False,
-                                             batch_size=8, subset=labelled.Subset(fraction=0.5))
+    data.create_labelled_source(folder_config, mesh, split="train", train=False,
+                                batch_size=8, subset=data.Subset(ids=frozenset({"x"})))
+  fraction = data.create_labelled_source(folder_config, mesh, split="train", train=False,
+                                         batch_size=8, subset=data.Subset(fraction=0.5))
   assert fraction.num_examples == 7
 
 
 def test_missing_split_folder_and_pad_crop_size_are_clear(folder_config):
   with pytest.raises(FileNotFoundError, match="root/<split>"):
-    labelled.create_labelled_source(folder_config, parallel.make_mesh(), split="test",
-                                    train=False, batch_size=8)
+    data.create_labelled_source(folder_config, parallel.make_mesh(), split="test",
+                                train=False, batch_size=8)
   config = folder_config.copy_and_resolve_references()
   config.eval.transform = config_lib.eval_transform(SIDE, SIDE, "pad_random")
-  source = labelled.create_labelled_source(config, parallel.make_mesh(), split="val",
-                                           train=True, batch_size=8)
+  source = data.create_labelled_source(config, parallel.make_mesh(), split="val",
+                                       train=True, batch_size=8)
   with pytest.raises(tf.errors.InvalidArgumentError, match="pad_random"):
     list(source.epoch(0))
 
@@ -115,16 +116,16 @@ def test_mock_tfds_eval_pass_with_labels_and_metadata_classes():
   c.data.source, c.data.name = "tfds", "imagenet2012"
   c.eval.transform = config_lib.eval_transform(SIDE, SIDE + 4)
   with tfds.testing.mock_data(num_examples=19, policy=tfds.testing.MockPolicy.USE_CODE):
-    source = labelled.create_labelled_source(c, parallel.make_mesh(), split="validation",
-                                             train=False, batch_size=8)
+    source = data.create_labelled_source(c, parallel.make_mesh(), split="validation",
+                                         train=False, batch_size=8)
     batches = list(source.epoch(0))
     assert (source.num_examples, source.num_classes, source.steps_per_epoch) == (19, 1000, 3)
     assert float(sum(b["weight"].sum() for b in batches)) == 19
     labels = np.concatenate([np.asarray(b["label"])[np.asarray(b["weight"]) > 0]
                              for b in batches])
     assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() < 1000
-    train = labelled.create_labelled_source(c, parallel.make_mesh(), split="train",
-                                            train=True, batch_size=8,
-                                            subset=labelled.Subset(fraction=0.5, seed=1))
+    train = data.create_labelled_source(c, parallel.make_mesh(), split="train",
+                                        train=True, batch_size=8,
+                                        subset=data.Subset(fraction=0.5, seed=1))
     assert 0 < train.num_examples < 19
     assert next(iter(train.epoch(0)))["image"].shape == (8, SIDE, SIDE, 3)

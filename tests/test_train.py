@@ -22,7 +22,7 @@ def build(config, mesh):
   model = models.create_model(config.model)
   tx, schedule = optim.create_optimizer(config.optim, global_batch=config.batch_size,
                                         steps_per_epoch=4, total_steps=40)
-  state = train.init_train_state(config, model, tx, mesh)
+  state = train.create_train_state(config, model, tx, mesh)
   step = train.compile_train_step(train.make_train_step(config, model, tx, schedule), mesh)
   return state, step
 
@@ -120,10 +120,10 @@ def test_loss_decreases_on_the_tiny_config():
   mesh = parallel.make_mesh()
   model = models.create_model(config.model)
   tx = optim.lars(0.5)
-  state = train.init_train_state(config, model, tx, mesh)
+  state = train.create_train_state(config, model, tx, mesh)
   step = train.compile_train_step(
       train.make_train_step(config, model, tx, lambda s: 0.5), mesh)
-  source = data.create_view_source(config, mesh)
+  source = data.create_view_source(config, mesh).iterate(0)
   losses = []
   for _ in range(20):
     state, metrics = step(state, next(source))

@@ -23,8 +23,8 @@ from vicreg_jax.config import augment_recipe, base_config, load_config_file
 from vicreg_jax.config import validate as validate_config
 from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, invariance_term,
                                variance_term, vicreg_loss)
-from vicreg_jax.data import augment_pair, augment_view, create_view_source, load_arrays
-from vicreg_jax.data.labelled import create_labelled_source
+from vicreg_jax.data import (augment_pair, augment_view, create_labelled_source,
+                             create_view_source, load_arrays)
 from vicreg_jax.evaluate import (eval_transform, extract_features, knn_accuracy, knn_predict,
                                  linear_probe, linear_probe_images, probe_config)
 from vicreg_jax.evaluate.finetune import finetune

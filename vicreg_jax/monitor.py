@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from vicreg_jax import parallel
-from vicreg_jax.data import augment, labelled
+from vicreg_jax import data
+from vicreg_jax.data import augment
 from vicreg_jax.evaluate import knn, linear
 
 
@@ -28,7 +29,7 @@ class KnnMonitor:
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, model):
     self._config = config
-    make = lambda split: labelled.create_labelled_source(
+    make = lambda split: data.create_labelled_source(
         config, mesh, split=split, train=False, batch_size=config.eval.feature_batch)
     self._bank, self._queries = make(config.eval.train_split), make(config.eval.split)
     limit = config.eval.monitor_examples

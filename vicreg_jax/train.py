@@ -24,7 +24,8 @@ import optax
 
 from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, parallel
 from vicreg_jax import config as config_lib
-from vicreg_jax import data, models, monitor as monitor_lib, optim, workdir as workdir_lib
+from vicreg_jax import data, models, monitor as monitor_lib, optim, rng as rng_lib
+from vicreg_jax import workdir as workdir_lib
 from vicreg_jax.data import augment
 
 # Values recorded at the first non-finite step, in this order, to name the offending term.
@@ -60,9 +61,10 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
   return dict(loss_config)
 
 
-def init_train_state(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
-                     mesh) -> TrainState:
-  """Initialises parameters from ``config.seed``, replicated on ``mesh``."""
+def create_train_state(config: ml_collections.ConfigDict, model,
+                       tx: optax.GradientTransformation, mesh) -> TrainState:
+  """A fresh state at step 0, replicated on ``mesh``: parameters from the seed's
+  ``rng.MODEL_INIT`` stream, step keys from its ``rng.TRAIN_STEP`` stream."""
   size = config.augment.image_size
   dummy = jnp.zeros((2, size, size, 3), jnp.float32)
 
@@ -72,13 +74,13 @@ def init_train_state(config: ml_collections.ConfigDict, model, tx: optax.Gradien
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-        rng=jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
+        rng=jax.random.key_data(rng_lib.stream_key(config.seed, rng_lib.TRAIN_STEP)),
         nonfinite_steps=jnp.zeros((), jnp.int32),
         first_nonfinite_step=jnp.full((), -1, jnp.int32),
         nonfinite_record=jnp.zeros((len(NONFINITE_FIELDS),), jnp.float32))
 
-  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(init_key)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(
+      rng_lib.stream_key(config.seed, rng_lib.MODEL_INIT))
 
 
 def _probe_loss_and_top1(logits: jax.Array, labels: jax.Array, num_classes: int
@@ -224,23 +226,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult:
-  manager = checkpoint.create_manager(workdir, config.checkpoint)
-  model = models.create_model(config.model)
-  latest = manager.latest_step()  # None: a fresh workdir (step 0 exists only when imported)
-  start_step = latest or 0
-  source = data.create_view_source(config, mesh, start_step=start_step)
+  """Set-up in one direction: dataset size, optimiser, state, restore, then the stream."""
+  probe_classes = config.model.get("online_probe_classes", 0)
+  source = data.create_view_source(config, mesh, with_labels=probe_classes > 0,
+                                   num_classes=probe_classes)
   total_steps = config.num_train_steps or config.epochs * source.steps_per_epoch
   tx, schedule = optim.create_optimizer(
       config.optim, global_batch=config.batch_size, steps_per_epoch=source.steps_per_epoch,
       total_steps=total_steps)
-  state = init_train_state(config, model, tx, mesh)
-  if latest is not None:
-    restored, restored_step = checkpoint.restore_latest(manager, state, config, workdir)
+  model = models.create_model(config.model)
+  state = create_train_state(config, model, tx, mesh)
+  manager = checkpoint.create_manager(workdir, config.checkpoint)
+  start_step = 0
+  if manager.latest_step() is not None:  # None: a fresh workdir (step 0 only when imported)
+    restored, start_step = checkpoint.restore_latest(manager, state, config, workdir)
     state = restored if restored is not None else state
-    if restored_step != start_step:
-      source = data.create_view_source(config, mesh, start_step=restored_step)
-    start_step = restored_step
     logging.info("Resumed from step %d in %s.", start_step, workdir)
+  batches = source.iterate(start_step)
 
   step_fn = compile_train_step(make_train_step(config, model, tx, schedule), mesh)
   knn_every = config.eval.knn_every_steps
@@ -251,7 +253,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult
   last = {}
   try:
     for step in range(start_step, total_steps):
-      state, step_metrics = step_fn(state, next(source))
+      state, step_metrics = step_fn(state, next(batches))
       done = step + 1
       stop_now = stop.requested or manager.reached_preemption(done)
       save_now = stop_now or done == total_steps or manager.should_save(done)

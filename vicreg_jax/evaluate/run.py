@@ -27,7 +27,8 @@ import ml_collections
 
 from vicreg_jax import checkpoint, export, models, parallel
 from vicreg_jax import config as config_lib
-from vicreg_jax.data import augment, labelled
+from vicreg_jax import data
+from vicreg_jax.data import augment
 from vicreg_jax.evaluate import classifier, finetune, knn, linear
 
 PROTOCOLS = ("knn", "linear", "finetune")
@@ -78,8 +79,8 @@ def make_encode_fn(backbone, variables: dict, augment_config: ml_collections.Con
 
 def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str):
   """Features f32[n, d], labels i32[n] and class count of a split (evaluation crops)."""
-  source = labelled.create_labelled_source(config, mesh, split=split, train=False,
-                                           batch_size=config.eval.feature_batch)
+  source = data.create_labelled_source(config, mesh, split=split, train=False,
+                                       batch_size=config.eval.feature_batch)
   features, labels = linear.batch_features(encode, source.epoch(0))
   return features, labels, source.num_classes
 
@@ -94,11 +95,11 @@ def run_knn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict) 
 
 
 def _sources(config, mesh, batch_size: int, subset=None):
-  train = labelled.create_labelled_source(config, mesh, split=config.eval.train_split,
-                                          train=True, batch_size=batch_size, subset=subset)
-  held_out = labelled.create_labelled_source(config, mesh, split=config.eval.split,
-                                             train=False, batch_size=batch_size,
-                                             num_classes=train.num_classes)
+  train = data.create_labelled_source(config, mesh, split=config.eval.train_split,
+                                      train=True, batch_size=batch_size, subset=subset)
+  held_out = data.create_labelled_source(config, mesh, split=config.eval.split,
+                                         train=False, batch_size=batch_size,
+                                         num_classes=train.num_classes)
   return train, held_out
 
 
@@ -127,7 +128,7 @@ def run_finetune(config, mesh, backbone, variables, *, checkpointer=None, on_epo
   exported there as :func:`vicreg_jax.export.export_backbone` does (the head is not).
   """
   tune = config.eval.finetune
-  train, held_out = _sources(config, mesh, tune.batch_size, labelled.subset_from_config(tune))
+  train, held_out = _sources(config, mesh, tune.batch_size, data.subset_from_config(tune))
   logging.info("Fine-tuning on %d labelled examples.", train.num_examples)
   summary, tuned = finetune.finetune(
       backbone, variables, train, held_out, mesh=mesh, finetune_config=tune,

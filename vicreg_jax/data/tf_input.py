@@ -1,4 +1,4 @@
-"""Streaming input with tf.data: tfds datasets or image folders -> global uint8 view pairs.
+"""Everything TensorFlow: tfds builders, the TF crop sampler and the tf.data streaming sources.
 
 The host only decodes and crops: each view gets its own random-resized-crop window
 (torchvision's sampler: area ``crop_scale``, log-aspect in ``crop_ratio``, 10 attempts, then
@@ -12,45 +12,37 @@ with ``drop_remainder``, or every n-th file of a folder). Epoch ``e`` of a shard
 with a seed drawn from ``(config.seed, e)`` (tfds: a ``data.shuffle_buffer`` window over the
 prepared, already shuffled records; folders: a full permutation of the file names), and the
 crop windows of an example are seeded by ``(config.seed, its global stream position)``. With
-``options.deterministic`` the stream is a function of the seed alone, so ``start_step=k``
-starts at epoch ``k * B // N`` and skips only the records of that epoch already used, before
-decoding.
+``options.deterministic`` the stream is a function of the seed alone, so opening it at step
+``k`` starts at epoch ``k * B // N`` and skips only the records of that epoch already used,
+before decoding.
 
-This is the only module that imports TensorFlow, inside functions, and TF never sees the
-accelerators: importing it, or ``vicreg_jax.data``, works without TensorFlow installed.
+TensorFlow is imported here, at the top, and never sees the accelerators. This is the only
+module of the package that imports it, and the only one imported lazily (by the factories
+of :mod:`vicreg_jax.data` and the tfds branch of ``datasets.load_arrays``), so importing
+``vicreg_jax.data`` works without TensorFlow installed.
 """
 
 from __future__ import annotations
 
 import collections
-import logging
 import os
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from vicreg_jax import parallel
 from vicreg_jax.data.augment import UINT8_MAX
-from vicreg_jax.data.memory import CROP_ATTEMPTS, to_rgb_uint8
+from vicreg_jax.data.folders import list_image_files, list_labelled_files, split_folder
+from vicreg_jax.data.geometry import CROP_ATTEMPTS, check_transform
+from vicreg_jax.data.subsets import Subset, select_indices
 
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
-# Trailers of complete files: JPEG end-of-image marker, PNG IEND chunk (+ CRC).
-COMPLETE_TAIL = {b"\xff\xd8\xff": (b"\xff\xd9", 2), b"\x89PNG": (b"IEND\xaeB`\x82", 8)}
+tf.config.set_visible_devices([], "GPU")  # the accelerators belong to JAX
 VIEW_NAMES = ("view_a", "view_b")
-
-
-def _tf():
-  """TensorFlow, imported on first use, with the accelerators hidden from it."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
-  return tf
-
-
-def _tfds():
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds
 
 
 def _not_prepared(name: str, where: str, err: Exception) -> FileNotFoundError:
@@ -65,7 +57,6 @@ def _not_prepared(name: str, where: str, err: Exception) -> FileNotFoundError:
 
 def _builder(name: str, data_dir: str):
   """The tfds builder of ``name`` in ``data_dir`` (never downloads; clear errors)."""
-  tfds = _tfds()
   try:
     return tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.DatasetNotFoundError as err:
@@ -75,63 +66,17 @@ def _builder(name: str, data_dir: str):
 
 
 def load_tfds_arrays(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """A whole small tfds split in memory: (uint8 [n, h, w, 3], int32 [n]). Never downloads."""
-  _tf()
+  """A whole small tfds split as stored: (images [n, h, w, c], labels [n]). Never downloads.
+
+  ``datasets.load_arrays`` makes them uint8 RGB and int32.
+  """
   builder = _builder(name, data_dir)
   try:
     ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True)
   except (AssertionError, FileNotFoundError) as err:
     raise _not_prepared(name, builder.data_dir, err) from err
-  images, labels = _tfds().as_numpy(ds)
-  return to_rgb_uint8(images), labels.astype(np.int32)
-
-
-def _is_complete_image(path: str) -> bool:
-  """Image magic bytes at the start and, for JPEG/PNG, the end marker (catches truncation)."""
-  with open(path, "rb") as f:
-    head = f.read(4)
-    magic = next((m for m in IMAGE_MAGIC if head.startswith(m)), None)
-    if magic is None:
-      return False
-    if magic not in COMPLETE_TAIL:
-      return True
-    tail, size = COMPLETE_TAIL[magic]
-    f.seek(0, os.SEEK_END)
-    f.seek(max(f.tell() - size, 0))
-    # JPEG writers may pad after EOI; accept the marker anywhere in the last bytes.
-    return tail in f.read()
-
-
-def list_image_files(root: str, process_index: int = 0, process_count: int = 1) -> list[str]:
-  """This process's share of the readable images under ``root/<class>/``.
-
-  Files that are not images or are truncated (checked from their first and last bytes) are
-  skipped and counted in the log, so that the stream's positions stay exact for resuming.
-  Process ``i`` takes every ``process_count``-th file from the ``i``-th (so every class
-  is spread over all processes); shares are disjoint and of equal size (the remainder of
-  the sorted list is dropped).
-  """
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f"Image folder {root!r} does not exist; set --config.data.path "
-                            "to a folder with one sub-folder of images per class.")
-  files, skipped = [], 0
-  for cls in sorted(os.listdir(root)):
-    folder = os.path.join(root, cls)
-    if not os.path.isdir(folder):
-      continue
-    for name in sorted(os.listdir(folder)):
-      path = os.path.join(folder, name)
-      if _is_complete_image(path):
-        files.append(path)
-      else:
-        skipped += 1
-  if skipped:
-    logging.warning("Skipped %d non-image or truncated files in %s.", skipped, root)
-  per_process = len(files) // process_count
-  if not per_process:
-    raise FileNotFoundError(f"No images (JPEG/PNG/GIF/BMP) for {process_count} process(es) "
-                            f"in {root}/<class>/ ({len(files)} found).")
-  return files[process_index:per_process * process_count:process_count]
+  images, labels = tfds.as_numpy(ds)
+  return images, labels
 
 
 class Shard(NamedTuple):
@@ -150,7 +95,6 @@ class Shard(NamedTuple):
 
 def _folder_shard(data: ml_collections.ConfigDict, process_index: int,
                   process_count: int) -> Shard:
-  tf = _tf()
   files = list_image_files(data.path, process_index, process_count)
   # File names are small: shuffle them all each epoch (folders are sorted by class).
   return Shard(tf.data.Dataset.from_tensor_slices(files), tf.io.read_file, len(files),
@@ -159,7 +103,6 @@ def _folder_shard(data: ml_collections.ConfigDict, process_index: int,
 
 def _tfds_shard(data: ml_collections.ConfigDict, process_index: int,
                 process_count: int) -> Shard:
-  tfds = _tfds()
   builder = _builder(data.name, data.data_dir)
   split = tfds.split_for_jax_process(data.split, process_index=process_index,
                                      process_count=process_count, drop_remainder=True)
@@ -174,17 +117,16 @@ def _tfds_shard(data: ml_collections.ConfigDict, process_index: int,
   return Shard(ds.map(lambda ex: ex["image"]), lambda x: x, data.shuffle_buffer, size)
 
 
-def sample_crop_window(tf, shape, seed, scale: Sequence[float], ratio: Sequence[float]):
+def sample_crop_window(shape, seed, scale: Sequence[float], ratio: Sequence[float]):
   """torchvision's RandomResizedCrop window in TF: int32 [4] = (y, x, h, w).
 
-  The same sampler as :func:`vicreg_jax.data.memory.sample_crop_window` (area ~ U(scale),
+  The same sampler as :func:`vicreg_jax.data.geometry.sample_crop_window` (area ~ U(scale),
   log-aspect ~ U(log ratio), first of 10 fitting attempts, else the centre crop clamped to
   ``ratio``), written with stateless TF ops for the host. ``tf.image.sample_distorted_
   bounding_box`` is not used: its crops are smaller (mean area fraction 0.40 vs 0.48 for
   scale (0.08, 1) on a square image, measured over 4000 draws).
 
   Args:
-    tf: the TensorFlow module.
     shape: int [>= 2] tensor, image height and width first.
     seed: int64 [2] stateless seed.
     scale, ratio: area fraction and aspect (w / h) ranges.
@@ -210,7 +152,12 @@ def sample_crop_window(tf, shape, seed, scale: Sequence[float], ratio: Sequence[
   return tf.cast(tf.stack([y, x, h, w]), tf.int32)
 
 
-def _crop_view(tf, contents, seed, augment_config: ml_collections.ConfigDict,
+def _decode_rgb(contents):
+  """Any image format -> uint8 [h, w, 3] (gray and RGBA become RGB)."""
+  return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def _crop_view(contents, seed, augment_config: ml_collections.ConfigDict,
                method: str = "bicubic"):
   """One random-resized-crop view of encoded image bytes -> uint8 [S, S, 3].
 
@@ -220,10 +167,10 @@ def _crop_view(tf, contents, seed, augment_config: ml_collections.ConfigDict,
   antialiased resize (bicubic for views; bilinear for the probe, as torchvision's default).
   """
   is_jpeg = tf.io.is_jpeg(contents)
-  decode_all = lambda: tf.io.decode_image(contents, channels=3, expand_animations=False)
+  decode_all = lambda: _decode_rgb(contents)
   shape = tf.cond(is_jpeg, lambda: tf.io.extract_jpeg_shape(contents),
                   lambda: tf.shape(decode_all()))
-  window = sample_crop_window(tf, shape, seed, augment_config.crop_scale,
+  window = sample_crop_window(shape, seed, augment_config.crop_scale,
                               augment_config.crop_ratio)
   crop = tf.cond(is_jpeg,
                  lambda: tf.io.decode_and_crop_jpeg(contents, window, channels=3),
@@ -233,28 +180,26 @@ def _crop_view(tf, contents, seed, augment_config: ml_collections.ConfigDict,
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, UINT8_MAX), tf.uint8)
 
 
-def build_dataset(config: ml_collections.ConfigDict, *, start_step: int, process_index: int,
-                  process_count: int):
-  """tf.data pipeline of this process's ``{"view_a", "view_b"}`` uint8 batches from a step.
-
-  Args:
-    config: the full config (``data``, ``augment``, ``seed``, ``batch_size``).
-    start_step: first training step to produce (resume position).
-    process_index, process_count: this process and the number of processes; each reads
-      a disjoint shard and produces ``batch_size // process_count`` examples per step.
-
-  Returns:
-    ``(dataset, num_examples)``: an infinite dataset of dicts of uint8
-    [batch_size // process_count, S, S, 3], and the global number of examples per epoch.
-  """
-  tf = _tf()
-  data = config.data
+def _view_shard(config: ml_collections.ConfigDict, process_index: int,
+                process_count: int) -> Shard:
+  """This process's view records (folder files or tfds examples); checks the batch split."""
   if config.batch_size % process_count:
     raise ValueError(f"--config.batch_size={config.batch_size} is not divisible by the "
                      f"{process_count} processes.")
+  return (_folder_shard if config.data.source == "folder" else _tfds_shard)(
+      config.data, process_index, process_count)
+
+
+def _num_examples(data: ml_collections.ConfigDict, shard: Shard, process_count: int) -> int:
+  """Examples per epoch over all processes: ``data.num_examples`` or the shards' total."""
+  return data.num_examples or shard.size * process_count
+
+
+def _view_dataset(config: ml_collections.ConfigDict, shard: Shard, *, start_step: int,
+                  process_index: int, process_count: int):
+  """The endless tf.data stream of ``shard``'s view-pair batches from ``start_step`` on."""
+  data = config.data
   batch = config.batch_size // process_count
-  shard = (_folder_shard if data.source == "folder" else _tfds_shard)(
-      data, process_index, process_count)
   seed = tf.constant(config.seed, tf.int64)
 
   def epoch(e):
@@ -273,7 +218,7 @@ def build_dataset(config: ml_collections.ConfigDict, *, start_step: int, process
     # Every (process, position, view) has its own crop seed; int64 so that 1000 ImageNet
     # epochs do not wrap around.
     element = (position * process_count + process_index) * len(VIEW_NAMES)
-    return {name: _crop_view(tf, contents, tf.stack([seed, element + v]), config.augment)
+    return {name: _crop_view(contents, tf.stack([seed, element + v]), config.augment)
             for v, name in enumerate(VIEW_NAMES)}
 
   options = tf.data.Options()
@@ -286,82 +231,62 @@ def build_dataset(config: ml_collections.ConfigDict, *, start_step: int, process
   # stream stays deterministic, though such a drop shifts later batch boundaries.
   ds = records.map(views, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
   ds = ds.batch(batch, drop_remainder=True).prefetch(data.prefetch_batches)
-  return ds.with_options(options), data.num_examples or shard.size * process_count
+  return ds.with_options(options)
+
+
+def build_dataset(config: ml_collections.ConfigDict, *, start_step: int, process_index: int,
+                  process_count: int):
+  """tf.data pipeline of this process's ``{"view_a", "view_b"}`` uint8 batches from a step.
+
+  Args:
+    config: the full config (``data``, ``augment``, ``seed``, ``batch_size``).
+    start_step: first training step to produce (resume position).
+    process_index, process_count: this process and the number of processes; each reads
+      a disjoint shard and produces ``batch_size // process_count`` examples per step.
+
+  Returns:
+    ``(dataset, num_examples)``: an infinite dataset of dicts of uint8
+    [batch_size // process_count, S, S, 3], and the global number of examples per epoch.
+  """
+  shard = _view_shard(config, process_index, process_count)
+  return (_view_dataset(config, shard, start_step=start_step, process_index=process_index,
+                        process_count=process_count),
+          _num_examples(config.data, shard, process_count))
 
 
 class StreamingViewSource:
-  """Iterator of global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches from tf.data.
+  """Global ``{"view_a", "view_b"}`` uint8 [B, S, S, 3] batches from tf.data.
 
-  Each process's batches become global arrays sharded over the mesh
-  (``parallel.host_to_global``); ``data.device_prefetch`` of them are kept in flight so
-  that host-to-device copies overlap the training step. Attributes: ``num_examples``,
-  ``steps_per_epoch``.
+  Building the source lists this process's shard (``num_examples``, ``steps_per_epoch``);
+  :meth:`iterate` opens the stream at a step. Each process's batches become global arrays
+  sharded over the mesh (``parallel.host_to_global``); ``data.device_prefetch`` of them
+  are kept in flight so that host-to-device copies overlap the training step. Streams carry
+  no labels (``config.validate`` keeps the online probe to in-memory data).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh, *, start_step: int = 0):
+  def __init__(self, config: ml_collections.ConfigDict, mesh):
     parallel.check_batch_divisible(config.batch_size, mesh)
-    ds, self.num_examples = build_dataset(config, start_step=start_step,
-                                          process_index=jax.process_index(),
-                                          process_count=jax.process_count())
+    self._config, self._mesh = config, mesh
+    self._shard = _view_shard(config, jax.process_index(), jax.process_count())
+    self.num_examples = _num_examples(config.data, self._shard, jax.process_count())
     self.steps_per_epoch = max(self.num_examples // config.batch_size, 1)
-    self._mesh = mesh
-    self._host = ds.as_numpy_iterator()
-    self._ahead = collections.deque()
-    self._depth = config.data.device_prefetch
 
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict:
-    while len(self._ahead) <= self._depth:
-      self._ahead.append(parallel.host_to_global(self._mesh, next(self._host)))
-    return self._ahead.popleft()
-
-
-def split_folder(data: ml_collections.ConfigDict, split: str) -> str:
-  """Image folder of ``split``: ``data.path`` for ``data.split``, else its sibling ``split``
-  (``root/train`` -> ``root/val``)."""
-  if split == data.split:
-    return data.path
-  return os.path.join(os.path.dirname(os.path.normpath(data.path)), split)
+  def iterate(self, start_step: int = 0) -> Iterator[dict]:
+    """The batches of steps ``start_step, start_step + 1, ...`` (endless)."""
+    host = _view_dataset(self._config, self._shard, start_step=start_step,
+                         process_index=jax.process_index(),
+                         process_count=jax.process_count()).as_numpy_iterator()
+    ahead = collections.deque()
+    while True:
+      while len(ahead) <= self._config.data.device_prefetch:
+        ahead.append(parallel.host_to_global(self._mesh, next(host)))
+      yield ahead.popleft()
 
 
-def list_labelled_files(root: str) -> tuple[list[str], list[int], list[str]]:
-  """Every readable image under ``root/<class>/`` with its class index, and the class names.
-
-  Classes are the sorted sub-folder names (ImageNet's ``train/`` and ``val/`` share them, so
-  their indices agree). Non-image and truncated files are skipped with a warning.
-  """
-  if not os.path.isdir(root):
-    raise FileNotFoundError(f"Image folder {root!r} does not exist; evaluation reads the "
-                            "split's folder next to --config.data.path (root/train -> "
-                            "root/<split>), one sub-folder of images per class.")
-  classes = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
-  files, labels, skipped = [], [], 0
-  for index, cls in enumerate(classes):
-    folder = os.path.join(root, cls)
-    for name in sorted(os.listdir(folder)):
-      path = os.path.join(folder, name)
-      if _is_complete_image(path):
-        files.append(path)
-        labels.append(index)
-      else:
-        skipped += 1
-  if skipped:
-    logging.warning("Skipped %d non-image or truncated files in %s.", skipped, root)
-  if not files:
-    raise FileNotFoundError(f"No images (JPEG/PNG/GIF/BMP) in {root}/<class>/.")
-  return files, labels, classes
-
-
-def _decode_rgb(tf, contents):
-  return tf.io.decode_image(contents, channels=3, expand_animations=False)
-
-
-def _eval_crop(tf, contents, transform: ml_collections.ConfigDict):
+def _eval_crop(contents, transform: ml_collections.ConfigDict):
   """Resize the shorter side to ``resize_size`` (bilinear, antialiased), centre-crop
   ``image_size``: torchvision's ``Resize`` + ``CenterCrop``. -> uint8 [S, S, 3]."""
-  image = _decode_rgb(tf, contents)
+  image = _decode_rgb(contents)
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = transform.resize_size / tf.reduce_min(shape)
   new = tf.cast(tf.round(shape * scale), tf.int32)
@@ -373,12 +298,12 @@ def _eval_crop(tf, contents, transform: ml_collections.ConfigDict):
   return tf.cast(tf.clip_by_value(tf.round(crop), 0, UINT8_MAX), tf.uint8)
 
 
-def _train_crop(tf, contents, seed, transform: ml_collections.ConfigDict):
+def _train_crop(contents, seed, transform: ml_collections.ConfigDict):
   """Random crop (``random_resized`` bilinear, or ``pad_random``) then a random flip."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
   s = transform.image_size
   if transform.train_crop == "pad_random":
-    image = _decode_rgb(tf, contents)
+    image = _decode_rgb(contents)
     tf.debugging.assert_equal(
         tf.shape(image)[:2], [s, s],
         message=f"train_crop='pad_random' needs images of {s} px; use 'random_resized'.")
@@ -386,13 +311,13 @@ def _train_crop(tf, contents, seed, transform: ml_collections.ConfigDict):
     padded = tf.pad(image, [[p, p], [p, p], [0, 0]])
     crop = tf.image.stateless_random_crop(padded, [s, s, 3], seeds[0])
   else:
-    crop = _crop_view(tf, contents, seeds[0], transform, method="bilinear")
+    crop = _crop_view(contents, seeds[0], transform, method="bilinear")
   flip = tf.random.stateless_uniform([], seeds[1]) < transform.flip_prob
   return tf.where(flip, tf.reverse(crop, axis=[1]), crop)
 
 
 class StreamingLabelledSource:
-  """Labelled batches from tfds or image folders (``data.labelled.LabelledSource``).
+  """Labelled batches from tfds or image folders (``data.LabelledSource``).
 
   Each process reads every ``process_count``-th example (folders) or its
   ``tfds.split_for_jax_process`` share without dropping any, decodes and crops on the host
@@ -406,20 +331,17 @@ class StreamingLabelledSource:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, split: str, train: bool,
-               batch_size: int, subset=None, num_classes: int = 0):
-    from vicreg_jax.data import labelled  # pylint: disable=g-import-not-at-top  (cycle)
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    tf = _tf()
+               batch_size: int, subset: Subset | None = None, num_classes: int = 0):
     parallel.check_batch_divisible(batch_size, mesh)
     # The crop name here; pad_random's image size is asserted per image when decoding.
-    labelled.check_transform(config.eval.transform, (config.eval.transform.image_size,) * 2)
+    check_transform(config.eval.transform, (config.eval.transform.image_size,) * 2)
     pi, pc = jax.process_index(), jax.process_count()
     self._local = batch_size // pc
     self._config, self._train, self._mesh = config, train, mesh
     data = config.data
     if data.source == "folder":
       files, labels, classes = list_labelled_files(split_folder(data, split))
-      keep = labelled.select_indices([os.path.basename(f) for f in files], subset)
+      keep = select_indices([os.path.basename(f) for f in files], subset)
       files, labels = [files[i] for i in keep], [labels[i] for i in keep]
       self.num_examples = len(files)
       self.num_classes = num_classes or len(classes)
@@ -429,7 +351,7 @@ class StreamingLabelledSource:
       self._shuffle_buffer = max(self._count, 1)
       counts = [len(files[i::pc]) for i in range(pc)]
     else:
-      records, self.num_classes = self._tfds_records(tf, data, split, subset, pi, pc)
+      records, self.num_classes = self._tfds_records(data, split, subset, pi, pc)
       self.num_classes = num_classes or self.num_classes
       self._records, self._read = records, lambda x: x
       self._count = int(records.reduce(np.int64(0), lambda n, _: n + 1).numpy())
@@ -442,9 +364,8 @@ class StreamingLabelledSource:
     self.steps_per_epoch = -(-int(max(counts)) // self._local)
 
   @staticmethod
-  def _tfds_records(tf, data, split, subset, process_index, process_count):
+  def _tfds_records(data, split, subset, process_index, process_count):
     """This process's ``(image bytes, label, id)`` records of a tfds split, and the classes."""
-    tfds = _tfds()
     builder = _builder(data.name, data.data_dir)
     share = tfds.split_for_jax_process(split, process_index=process_index,
                                        process_count=process_count, drop_remainder=False)
@@ -469,7 +390,6 @@ class StreamingLabelledSource:
 
   def epoch(self, index: int):
     """The ``steps_per_epoch`` global batches of epoch ``index``."""
-    tf = _tf()
     config, transform = self._config, self._config.eval.transform
     seed = tf.constant(config.seed, tf.int64)
     ds = self._records
@@ -483,9 +403,9 @@ class StreamingLabelledSource:
       contents, label = self._read(record[0]), record[1]
       if self._train:
         element = (index * self._count + position) * jax.process_count() + process
-        image = _train_crop(tf, contents, tf.stack([seed, element]), transform)
+        image = _train_crop(contents, tf.stack([seed, element]), transform)
       else:
-        image = _eval_crop(tf, contents, transform)
+        image = _eval_crop(contents, transform)
       return {"image": image, "label": tf.cast(label, tf.int32), "weight": tf.constant(1.0)}
 
     s = transform.image_size
