@@ -95,3 +95,12 @@ def test_metric_lines_after_the_resumed_step_are_dropped(tmp_path):
   writer.close()
   steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
   assert steps == [2, 4, 5]
+
+
+def test_restoring_a_damaged_step_for_evaluation_names_the_older_steps(tmp_path):
+  manager, target = _manager(tmp_path, [2, 4])
+  manager.close()
+  _damage(tmp_path, 4)
+  with pytest.raises(checkpoint.DamagedCheckpointsError,
+                     match=r"step 4 .* unreadable .*--step .*\[2\]"):
+    checkpoint.restore_variables(str(tmp_path))

@@ -211,7 +211,8 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, dict
     step restored.
 
   Raises:
-    FileNotFoundError if the workdir has no checkpoints; ValueError for a missing step.
+    FileNotFoundError if the workdir has no checkpoints; ValueError for a missing step;
+    DamagedCheckpointsError (one line, naming the other steps) for an unreadable one.
   """
   directory = checkpoint_dir(workdir)
   manager = ocp.CheckpointManager(directory, item_handlers={
@@ -226,11 +227,21 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, dict
     raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")
   # Replicated on this run's devices, whatever the devices and processes that saved it.
   replicated = parallel.replicated(parallel.make_mesh())
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
-                        manager.item_metadata(step)["state"])
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-  manager.close()
+  try:
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
+        manager.item_metadata(step)["state"])
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+  except Exception as err:  # pylint: disable=broad-except  (Orbax raises bare Exception)
+    others = sorted((s for s in steps if s != step), reverse=True)
+    hint = (f"pass --step with an older one: {others}" if others else
+            "it is the only checkpoint of this workdir")
+    raise DamagedCheckpointsError(
+        f"Checkpoint step {step} in {workdir} is unreadable ({_first_line(err)}); {hint}."
+    ) from err
+  finally:
+    manager.close()
   state = restored.state
   variables = {name: state[name] for name in ("params", "batch_stats") if name in state}
   return variables, restored.meta["config"], step
