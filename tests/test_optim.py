@@ -81,10 +81,14 @@ def flat(tree):
           for path, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def deviation_from_official(got, params, grads, lrs):
+def deviation_from_official_wd(got, params, grads, lrs, wd):
   """Largest |got - official| per leaf, relative to the leaf's largest entry."""
-  got, want = flat(got), official_lars(flat(params), [flat(g) for g in grads], lrs)
+  got, want = flat(got), official_lars(flat(params), [flat(g) for g in grads], lrs, wd=wd)
   return max(np.max(np.abs(got[k] - want[k])) / np.max(np.abs(want[k])) for k in want)
+
+
+def deviation_from_official(got, params, grads, lrs):
+  return deviation_from_official_wd(got, params, grads, lrs, wd=1e-6)
 
 
 def array_schedule(lrs):
@@ -96,6 +100,38 @@ def test_lars_matches_official_update_with_changing_rate(problem):
   got = run_optax(optim.lars(array_schedule(lrs)), params, grads)
   assert deviation_from_official(got, params, grads, lrs) <= 1e-6  # float32 vs float64
   assert np.all(np.asarray(got["zero"]["kernel"]) != 0)  # the zero leaf moved (ratio 1)
+
+
+# Large enough that a missing or wrongly masked decay moves the parameters far beyond the
+# float32 tolerance of the parity test (1e-6 deviates by ~1e-9 only: it cannot tell).
+STRONG_DECAY = 0.05
+
+
+def lars_variant(schedule, *, decay_mask, weight_decay=STRONG_DECAY):
+  """Our LARS chain with another decay mask (mutations the parity test must catch)."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=decay_mask),
+      optax.masked(optax.scale_by_trust_ratio(trust_coefficient=1e-3),
+                   optim.decay_and_adapt_mask),
+      optax.trace(decay=0.9, nesterov=False),
+      optax.scale_by_learning_rate(schedule))
+
+
+def test_lars_matches_official_with_strong_weight_decay_and_detects_a_broken_decay(problem):
+  params, grads, lrs = problem
+  official = lambda got: deviation_from_official_wd(got, params, grads, lrs, STRONG_DECAY)
+  got = run_optax(optim.lars(array_schedule(lrs), weight_decay=STRONG_DECAY), params, grads)
+  assert official(got) <= 1e-6
+  # Mutations: no decay, decay on every leaf (1-D ones too), decay on the 1-D leaves only.
+  mutants = {
+      "no decay": optim.lars(array_schedule(lrs), weight_decay=0.0),
+      "decay everywhere": lars_variant(array_schedule(lrs), decay_mask=None),
+      "inverted mask": lars_variant(
+          array_schedule(lrs),
+          decay_mask=lambda p: jax.tree.map(lambda m: not m, optim.decay_and_adapt_mask(p))),
+  }
+  for name, tx in mutants.items():
+    assert official(run_optax(tx, params, grads)) > 1e-4, name
 
 
 def test_optax_lars_with_the_same_masks_does_not_match(problem):
