@@ -93,3 +93,15 @@ def test_an_unlabelled_evaluation_split_is_refused_naming_the_one_to_use(key):
   c.eval[key] = "test"
   with pytest.raises(ValueError, match=f"eval.{key}=validation"):
     config_lib.validate(c)
+
+
+# Paper App. C.4 / Table 13: base learning rate per batch size for the 100-epoch runs.
+PAPER_100_EPOCH_BASE_LR = {128: 0.8, 256: 0.5, 512: 0.4, 1024: 0.3, 2048: 0.3, 4096: 0.3}
+
+
+def test_imagenet_learning_rates_are_the_papers_for_their_run_length():
+  assert config_lib.base_config().epochs == 100
+  for c in (config_lib.base_config(), load("imagenet_resnet50", "ep100")):
+    assert c.optim.base_lr == PAPER_100_EPOCH_BASE_LR[c.batch_size]
+  full = load("imagenet_resnet50")
+  assert (full.epochs, full.batch_size, full.optim.base_lr) == (1000, 2048, 0.2)  # Sec. 4.2
