@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vicreg_jax import checkpoint, export, interop, models, parallel, train
+from vicreg_jax import checkpoint, export, interop, models, optim, parallel, train
 from vicreg_jax import config as config_lib
 from vicreg_jax.data import labelled
 from vicreg_jax.evaluate import classifier, finetune, run
@@ -45,13 +45,13 @@ def leaves_equal(a, b) -> bool:
 
 
 def test_two_group_sgd_matches_torch_param_groups():
-  """make_optimizer's two rates, momentum, decay and per-epoch cosine against torch.optim."""
+  """classifier_sgd's two rates, momentum, decay and per-epoch cosine against torch.optim."""
   rng = np.random.default_rng(0)
   params = {"backbone": {"w": rng.standard_normal(3).astype(np.float32)},
             "head": {"w": rng.standard_normal(2).astype(np.float32)}}
   grads = [{k: {"w": rng.standard_normal(v["w"].shape).astype(np.float32)}
             for k, v in params.items()} for _ in range(6)]
-  tx = classifier.make_optimizer(0.5, 0.1, momentum=0.9, weight_decay=0.01, epochs=3,
+  tx = optim.classifier_sgd(0.5, 0.1, momentum=0.9, weight_decay=0.01, epochs=3,
                                  steps_per_epoch=2)
   state, p = tx.init(params), params
   for g in grads:
@@ -76,7 +76,7 @@ def train_one_epoch(backbone, variables, *, finetune_mode, backbone_lr, config):
   mesh = parallel.make_mesh()
   source = labelled.create_labelled_source(config, mesh, split="test", train=True,
                                            batch_size=64)
-  tx = classifier.make_optimizer(0.1, backbone_lr, momentum=0.9, weight_decay=0.0, epochs=2,
+  tx = optim.classifier_sgd(0.1, backbone_lr, momentum=0.9, weight_decay=0.0, epochs=2,
                                  steps_per_epoch=source.steps_per_epoch)
   head = classifier.init_head(jax.random.key(0), classifier.representation_width(
       backbone, variables), NUM_CLASSES, 0.01)

@@ -8,8 +8,7 @@ One ``jax.jit`` step over global batches sharded on the mesh (labelled sources o
 * fine-tune: the encoder runs in train mode (batch statistics over the global batch, running
   averages updated) and trains with its own learning rate beside the head's.
 
-Optimizer: PyTorch SGD (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``) with
-each group's rate annealed by ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch.
+Optimizer: :func:`vicreg_jax.optim.classifier_sgd` (PyTorch SGD, per-epoch cosine rate).
 The loss is the mean cross-entropy over the real rows of a batch (``weight`` 1; padding 0).
 After each epoch the held-out source is scored (top-1/top-5 over real rows, percent).
 """
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vicreg_jax import parallel
+from vicreg_jax import optim, parallel
 from vicreg_jax.data import augment
 
 TOPK = (1, 5)
@@ -44,34 +43,6 @@ class ClassifierState:
   params: Any
   batch_stats: Any
   opt_state: Any
-
-
-def per_epoch_cosine(lr: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
-  """``lr * (1 + cos(pi * epoch / epochs)) / 2`` with ``epoch = step // steps_per_epoch``."""
-  def schedule(count):
-    epoch = count // steps_per_epoch
-    return lr * 0.5 * (1 + jnp.cos(math.pi * epoch / epochs))
-  return schedule
-
-
-def torch_sgd(lr: float, *, momentum: float, weight_decay: float, epochs: int,
-              steps_per_epoch: int) -> optax.GradientTransformation:
-  """PyTorch SGD (decay added to the gradient, then momentum, then the rate) with the
-  per-epoch cosine rate; optax.sgd traces momentum before scaling, PyTorch's order."""
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay),
-      optax.sgd(per_epoch_cosine(lr, epochs, steps_per_epoch), momentum=momentum))
-
-
-def make_optimizer(head_lr: float, backbone_lr: float | None, *, momentum: float,
-                   weight_decay: float, epochs: int, steps_per_epoch: int
-                   ) -> optax.GradientTransformation:
-  """SGD over ``{"backbone", "head"}``; ``backbone_lr=None`` freezes the encoder (no state)."""
-  sgd = lambda lr: torch_sgd(lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
-                             steps_per_epoch=steps_per_epoch)
-  backbone_tx = optax.set_to_zero() if backbone_lr is None else sgd(backbone_lr)
-  return optax.multi_transform({"backbone": backbone_tx, "head": sgd(head_lr)},
-                               {"backbone": "backbone", "head": "head"})
 
 
 def init_head(key: jax.Array, dim: int, num_classes: int, init_std: float) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from vicreg_jax import optim
 from vicreg_jax.evaluate import classifier
 
 
@@ -40,7 +41,7 @@ def finetune(backbone, variables: dict, train_source, eval_source, *, mesh,
     ``(summary, variables)``: :func:`classifier.summarize`'s accuracies (percent) and the
     fine-tuned encoder's ``{"params", "batch_stats"}``.
   """
-  tx = classifier.make_optimizer(
+  tx = optim.classifier_sgd(
       finetune_config.head_lr, finetune_config.backbone_lr, momentum=finetune_config.momentum,
       weight_decay=finetune_config.weight_decay, epochs=finetune_config.epochs,
       steps_per_epoch=train_source.steps_per_epoch)

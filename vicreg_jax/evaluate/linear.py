@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
+from vicreg_jax import optim
 from vicreg_jax.evaluate import classifier
 from vicreg_jax.evaluate.classifier import head_logits, init_head
 from vicreg_jax.evaluate.knn import topk_accuracy
@@ -56,14 +57,6 @@ def extract_features(apply_fn: Callable[[jax.Array], jax.Array], images, *,
     batch = np.pad(batch, [(0, batch_size - real)] + [(0, 0)] * (batch.ndim - 1))
     features.append(np.asarray(apply_fn(batch), np.float32)[:real])
   return np.concatenate(features)
-
-
-def probe_optimizer(probe_config: ml_collections.ConfigDict,
-                    steps_per_epoch: int) -> optax.GradientTransformation:
-  """Torch SGD (momentum, decay on all parameters) with the per-epoch cosine rate."""
-  return classifier.torch_sgd(probe_config.lr, momentum=probe_config.momentum,
-                              weight_decay=probe_config.weight_decay,
-                              epochs=probe_config.epochs, steps_per_epoch=steps_per_epoch)
 
 
 def batch_loss(params: Params, features: jax.Array, labels: jax.Array,
@@ -123,7 +116,9 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
   x_test = jnp.asarray(test_features, jnp.float32)
   n, dim = x_train.shape
   batch_size = min(probe_config.batch_size, n)
-  tx = probe_optimizer(probe_config, steps_per_epoch=-(-n // batch_size))
+  tx = optim.torch_sgd(probe_config.lr, momentum=probe_config.momentum,
+                       weight_decay=probe_config.weight_decay, epochs=probe_config.epochs,
+                       steps_per_epoch=-(-n // batch_size))
   init_key, shuffle_key = jax.random.split(jax.random.key(seed))
   params = init_head(init_key, dim, num_classes, probe_config.init_std)
   opt_state = tx.init(params)
@@ -180,7 +175,7 @@ def linear_probe_images(backbone, variables: dict, train_source, eval_source, *,
     ``top1``/``top5`` (last epoch), ``best_top1``/``best_top5``, ``epochs``, ``history``
     (percent).
   """
-  tx = classifier.make_optimizer(probe_config.lr, None, momentum=probe_config.momentum,
+  tx = optim.classifier_sgd(probe_config.lr, None, momentum=probe_config.momentum,
                                  weight_decay=probe_config.weight_decay,
                                  epochs=probe_config.epochs,
                                  steps_per_epoch=train_source.steps_per_epoch)
