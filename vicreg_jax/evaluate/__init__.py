@@ -7,7 +7,8 @@ imports Orbax and is not loaded here.
 
 from vicreg_jax.config import eval_transform, probe_config
 from vicreg_jax.evaluate import finetune  # the module (see above)
-from vicreg_jax.evaluate.knn import knn_accuracy, knn_predict, topk_accuracy
+from vicreg_jax.evaluate.accuracy import topk_accuracy
+from vicreg_jax.evaluate.knn import knn_accuracy, knn_predict
 from vicreg_jax.evaluate.linear import extract_features, linear_probe, linear_probe_images
 
 __all__ = ["eval_transform", "extract_features", "finetune", "knn_accuracy", "knn_predict",

@@ -25,8 +25,7 @@ import optax
 
 from vicreg_jax import optim, parallel
 from vicreg_jax.data import augment
-
-TOPK = (1, 5)
+from vicreg_jax.evaluate import accuracy
 
 
 @flax.struct.dataclass
@@ -77,14 +76,6 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Ar
   return jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def topk_hits(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
-  """Weighted counts of rows whose label is among the k best logits, for k in ``TOPK``."""
-  k_max = min(max(TOPK), logits.shape[-1])
-  _, ranked = jax.lax.top_k(logits, k_max)
-  hits = ranked == labels[:, None]
-  return {f"top{k}": jnp.sum(weights * jnp.any(hits[:, :k], axis=1)) for k in TOPK}
-
-
 def create_state(variables: dict, head: dict, tx: optax.GradientTransformation,
                  mesh) -> ClassifierState:
   """Initial state, replicated on ``mesh``; ``variables`` holds the encoder's params/stats."""
@@ -130,7 +121,8 @@ def make_steps(backbone, tx: optax.GradientTransformation, *, finetune: bool,
 
   def eval_step(state: ClassifierState, batch: dict):
     reps, _ = features(state.params["backbone"], state.batch_stats, batch["image"], False)
-    hits = topk_hits(head_logits(state.params["head"], reps), batch["label"], batch["weight"])
+    logits = head_logits(state.params["head"], reps)
+    hits = accuracy.topk_hits(logits, batch["label"], batch["weight"])
     return {**hits, "count": jnp.sum(batch["weight"])}
 
   replicated = parallel.replicated(mesh)
@@ -146,10 +138,10 @@ def score(eval_step: Callable, state: ClassifierState, batches: Iterable[dict]
     hits = eval_step(state, batch)
     totals = hits if totals is None else jax.tree.map(jnp.add, totals, hits)
   totals = jax.device_get(totals)
-  count = float(totals["count"])
+  count = float(totals.pop("count"))
   if count == 0:
     raise ValueError("The evaluation split has no examples.")
-  return {f"top{k}": 100.0 * float(totals[f"top{k}"]) / count for k in TOPK}
+  return accuracy.percent(totals, count)
 
 
 def summarize(history: list[dict]) -> dict:

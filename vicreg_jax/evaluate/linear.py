@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 from vicreg_jax import optim
 from vicreg_jax.evaluate import classifier
 from vicreg_jax.evaluate.classifier import head_logits, init_head
-from vicreg_jax.evaluate.knn import topk_accuracy
+from vicreg_jax.evaluate.accuracy import topk_accuracy
 
 Params = dict[str, jax.Array]
 
