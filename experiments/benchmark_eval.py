@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from timing import median_ms
-from vicreg_jax import models, parallel
+from vicreg_jax import models, optim, parallel
 from vicreg_jax.config import load_config_file
 from vicreg_jax.evaluate import classifier, run
 
@@ -55,7 +55,7 @@ def main() -> None:
         f"{mesh.devices.size} x {jax.devices()[0].device_kind}")
   print(f"{'step':>10} {'compile s':>10} {'ms/step':>9} {'images/s':>10}")
   for name, backbone_lr, finetune in (("probe", None, False), ("finetune", 0.01, True)):
-    tx = classifier.make_optimizer(0.1, backbone_lr, momentum=0.9, weight_decay=0.0,
+    tx = optim.classifier_sgd(0.1, backbone_lr, momentum=0.9, weight_decay=0.0,
                                    epochs=10, steps_per_epoch=100)
     state = classifier.create_state(variables, head, tx, mesh)
     train_step, eval_step = classifier.make_steps(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vicreg_jax import config as config_lib
-from vicreg_jax import evaluate
+from vicreg_jax import evaluate, optim
 from vicreg_jax.evaluate import linear
 
 NUM_CLASSES = 5
@@ -121,7 +121,8 @@ def test_probe_optimizer_matches_torch_sgd_with_per_epoch_cosine():
             "bias": rng.standard_normal(3).astype(np.float32)}
   grads = [{k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
            for _ in range(6)]
-  tx = linear.probe_optimizer(cfg, steps_per_epoch=2)
+  tx = optim.torch_sgd(cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                       epochs=cfg.epochs, steps_per_epoch=2)
   got, state = params, tx.init(params)
   for g in grads:
     updates, state = tx.update(g, state, got)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from vicreg_jax import checkpoint, export, interop, models, parallel, train
+from vicreg_jax import checkpoint, export, interop, models, optim, parallel, train
 from vicreg_jax import config as config_lib
 from vicreg_jax import data
-from vicreg_jax.evaluate import classifier, finetune, run
+from vicreg_jax.evaluate import classifier, run
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 NUM_CLASSES = 10
@@ -45,13 +45,13 @@ def leaves_equal(a, b) -> bool:
 
 
 def test_two_group_sgd_matches_torch_param_groups():
-  """make_optimizer's two rates, momentum, decay and per-epoch cosine against torch.optim."""
+  """classifier_sgd's two rates, momentum, decay and per-epoch cosine against torch.optim."""
   rng = np.random.default_rng(0)
   params = {"backbone": {"w": rng.standard_normal(3).astype(np.float32)},
             "head": {"w": rng.standard_normal(2).astype(np.float32)}}
   grads = [{k: {"w": rng.standard_normal(v["w"].shape).astype(np.float32)}
             for k, v in params.items()} for _ in range(6)]
-  tx = classifier.make_optimizer(0.5, 0.1, momentum=0.9, weight_decay=0.01, epochs=3,
+  tx = optim.classifier_sgd(0.5, 0.1, momentum=0.9, weight_decay=0.01, epochs=3,
                                  steps_per_epoch=2)
   state, p = tx.init(params), params
   for g in grads:
@@ -76,7 +76,7 @@ def train_one_epoch(backbone, variables, *, finetune_mode, backbone_lr, config):
   mesh = parallel.make_mesh()
   source = data.create_labelled_source(config, mesh, split="test", train=True,
                                        batch_size=64)
-  tx = classifier.make_optimizer(0.1, backbone_lr, momentum=0.9, weight_decay=0.0, epochs=2,
+  tx = optim.classifier_sgd(0.1, backbone_lr, momentum=0.9, weight_decay=0.0, epochs=2,
                                  steps_per_epoch=source.steps_per_epoch)
   head = classifier.init_head(jax.random.key(0), classifier.representation_width(
       backbone, variables), NUM_CLASSES, 0.01)
@@ -116,9 +116,9 @@ def test_finetune_learns_digits(encoder):
                                             batch_size=64)
   tune = config.eval.finetune
   tune.epochs, tune.backbone_lr, tune.head_lr = 4, 0.2, 0.5  # measured: 70% after 4 epochs
-  summary, tuned = finetune.finetune(backbone, variables, train_source, test_source, mesh=mesh,
-                                     finetune_config=tune, mean=config.augment.mean,
-                                     std=config.augment.std)
+  summary, tuned = classifier.finetune(backbone, variables, train_source, test_source, mesh=mesh,
+                                       finetune_config=tune, mean=config.augment.mean,
+                                       std=config.augment.std)
   assert summary["epochs"] == 4 and len(summary["history"]) == 4
   assert summary["best_top1"] >= 50, summary  # chance: 10%
   assert summary["best_top1"] == max(h["top1"] for h in summary["history"])
@@ -132,7 +132,8 @@ def test_cli_core_writes_json_resumes_and_checks_settings(finished_run):
   config.eval.linear.epochs = 2
   config.eval.finetune.epochs = 1
   config.eval.finetune.subset_fraction = 0.1
-  results = run.evaluate_workdir(config, workdir, ["knn", "linear", "finetune"])
+  mesh = parallel.make_mesh()
+  results = run.evaluate_workdir(config, workdir, ["knn", "linear", "finetune"], mesh=mesh)
   out = pathlib.Path(workdir) / "eval"
   for name in ("knn", "linear", "finetune"):
     record = json.loads((out / f"{name}.json").read_text())
@@ -142,22 +143,23 @@ def test_cli_core_writes_json_resumes_and_checks_settings(finished_run):
   assert (out / "finetune_export" / "backbone.safetensors").is_file()
   assert len((out / "linear.jsonl").read_text().splitlines()) == 2
   # Rerun: resumes after the saved epochs (no new progress lines), same result.
-  again = run.evaluate_workdir(config, workdir, ["linear"])
+  again = run.evaluate_workdir(config, workdir, ["linear"], mesh=mesh)
   assert again["linear"]["top1"] == results["linear"]["top1"]
   assert len((out / "linear.jsonl").read_text().splitlines()) == 2
   config.eval.linear.lr = 0.5
   with pytest.raises(checkpoint.IncompatibleCheckpointError, match="other settings"):
-    run.evaluate_workdir(config, workdir, ["linear"])
+    run.evaluate_workdir(config, workdir, ["linear"], mesh=mesh)
   with pytest.raises(ValueError, match="Unknown protocol"):
-    run.evaluate_workdir(config, workdir, ["svm"])
+    run.evaluate_workdir(config, workdir, ["svm"], mesh=mesh)
 
 
 def test_missing_workdir_and_random_baseline(finished_run, tmp_path):
   with pytest.raises(FileNotFoundError, match="No checkpoints"):
-    run.load_encoder(str(tmp_path))
+    run.load_encoder(str(tmp_path), mesh=parallel.make_mesh())
   _, workdir = finished_run
-  backbone, trained, step, _ = run.load_encoder(workdir)
-  _, random_init, _, _ = run.load_encoder(workdir, random_init=True, seed=5)
+  backbone, trained, step, _ = run.load_encoder(workdir, mesh=parallel.make_mesh())
+  _, random_init, _, _ = run.load_encoder(workdir, mesh=parallel.make_mesh(), random_init=True,
+                                        seed=5)
   assert step == 2 and not leaves_equal(trained["params"], random_init["params"])
 
 
@@ -168,13 +170,13 @@ def encode(backbone, variables, x):
 def test_export_import_round_trip_reproduces_features(finished_run, tmp_path):
   """Workdir -> torch-layout safetensors -> imported workdir: identical features."""
   config, workdir = finished_run
-  backbone, variables, _, _ = run.load_encoder(workdir)
-  export.export_from_workdir(workdir, None, str(tmp_path / "exp"), "a")
+  backbone, variables, _, _ = run.load_encoder(workdir, mesh=parallel.make_mesh())
+  export.export_from_workdir(workdir, None, str(tmp_path / "exp"), "a", parallel.make_mesh())
   imported = str(tmp_path / "imported")
   model_config = config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny")
   export.import_into_workdir(str(tmp_path / "exp" / "backbone.safetensors"), model_config,
                              imported)
-  back_backbone, back, step, _ = run.load_encoder(imported)
+  back_backbone, back, step, _ = run.load_encoder(imported, mesh=parallel.make_mesh())
   x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 3)), jnp.float32)
   assert step == 0
   np.testing.assert_array_equal(encode(back_backbone, back, x), encode(backbone, variables, x))
@@ -208,7 +210,7 @@ def test_knn_monitor_logs_the_accuracy_of_the_current_encoder(tmp_path):
              (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
   knn_records = [r for r in records if "knn_top1" in r]
   assert [r["step"] for r in knn_records] == [1, 2]
-  backbone, variables, _, _ = run.load_encoder(workdir)
+  backbone, variables, _, _ = run.load_encoder(workdir, mesh=parallel.make_mesh())
   want = run.run_knn(config, parallel.make_mesh(), backbone, variables)
   assert knn_records[-1]["knn_top1"] == pytest.approx(want["top1"])
   assert knn_records[-1]["knn_top5"] == pytest.approx(want["top5"])

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vicreg_jax import export, interop, models, train
+from vicreg_jax import export, interop, models, parallel, train
 from vicreg_jax import config as config_lib
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -33,13 +33,14 @@ def test_training_exports_a_backbone_that_reproduces_features(finished_run):
 
 def test_export_from_workdir_checks_the_step(finished_run, tmp_path):
   _, workdir, _ = finished_run
-  out = export.export_from_workdir(workdir, None, str(tmp_path / "latest"), "a")
+  mesh = parallel.make_mesh()
+  out = export.export_from_workdir(workdir, None, str(tmp_path / "latest"), "a", mesh)
   assert sorted(p.name for p in pathlib.Path(out).iterdir()) == [
       "backbone.json", "backbone.msgpack", "backbone.safetensors"]
   with pytest.raises(ValueError, match="available steps"):
-    export.export_from_workdir(workdir, 12345, str(tmp_path / "x"), "a")
+    export.export_from_workdir(workdir, 12345, str(tmp_path / "x"), "a", mesh)
   with pytest.raises(FileNotFoundError, match="No checkpoints"):
-    export.export_from_workdir(str(tmp_path), None, str(tmp_path / "y"), "a")
+    export.export_from_workdir(str(tmp_path), None, str(tmp_path / "y"), "a", mesh)
 
 
 def test_import_weights_round_trip(tmp_path):

@@ -11,8 +11,9 @@ Config:    base_config, augment_recipe, load_config_file, validate_config
 Training:  train_and_evaluate, TrainState
 Data:      create_view_source, create_labelled_source, augment_pair, augment_view,
            load_arrays
-Evaluate:  extract_features, knn_accuracy, knn_predict, linear_probe, linear_probe_images,
-           finetune, probe_config, eval_transform, evaluate_workdir
+Evaluate:  extract_features, knn_accuracy, knn_predict, linear_probe, train_classifier
+           (linear_probe_images and finetune are its two modes), probe_config,
+           eval_transform, evaluate_workdir
 Export:    export_backbone, load_exported, torch_to_flax, flax_to_torch,
            load_torch_state_dict, infer_resnet_options
 """
@@ -25,9 +26,9 @@ from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, inv
                                variance_term, vicreg_loss)
 from vicreg_jax.data import (augment_pair, augment_view, create_labelled_source,
                              create_view_source, load_arrays)
-from vicreg_jax.evaluate import (eval_transform, extract_features, knn_accuracy, knn_predict,
-                                 linear_probe, linear_probe_images, probe_config)
-from vicreg_jax.evaluate.finetune import finetune
+from vicreg_jax.evaluate import (eval_transform, extract_features, finetune, knn_accuracy,
+                                 knn_predict, linear_probe, linear_probe_images, probe_config,
+                                 train_classifier)
 from vicreg_jax.models import (Expander, ResNet, VICReg, backbone_variables, create_backbone, create_model,
                                representation_dim, resnet)
 from vicreg_jax.optim import create_optimizer, lars, peak_learning_rate, vicreg_schedule
@@ -54,7 +55,7 @@ __all__ = [
     "augment_pair", "augment_view", "create_labelled_source", "create_view_source",
     "load_arrays",
     "eval_transform", "extract_features", "finetune", "knn_accuracy", "knn_predict",
-    "linear_probe", "linear_probe_images", "probe_config",
+    "linear_probe", "linear_probe_images", "probe_config", "train_classifier",
     "Expander", "ResNet", "VICReg", "backbone_variables", "create_backbone", "create_model", "representation_dim", "resnet",
     "create_optimizer", "lars", "peak_learning_rate", "vicreg_schedule",
     *_LAZY,

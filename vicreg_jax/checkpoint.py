@@ -198,17 +198,17 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any,
   return None, 0
 
 
-def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, dict, int]:
-  """The model variables of a pretraining (or imported) workdir, on the host.
+def restore_variables(workdir: str, step: int | None, mesh) -> tuple[dict, dict, int]:
+  """The model variables of a pretraining (or imported) workdir, replicated on ``mesh``.
 
   Args:
     workdir: a pretraining ``--workdir`` (or one written by ``export --import_weights``).
     step: checkpoint step; None for the latest.
+    mesh: this program's device mesh (``parallel.make_mesh()``).
 
   Returns:
     ``(variables, config, step)``: ``{"params", "batch_stats"}`` of the whole VICReg model
-    (arrays replicated on all devices of this run), the run's config as a dict, and the
-    step restored.
+    (arrays replicated on the mesh), the run's config as a dict, and the step restored.
 
   Raises:
     FileNotFoundError if the workdir has no checkpoints; ValueError for a missing step;
@@ -226,7 +226,7 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[dict, dict
   if step not in steps:
     raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")
   # Replicated on this run's devices, whatever the devices and processes that saved it.
-  replicated = parallel.replicated(parallel.make_mesh())
+  replicated = parallel.replicated(mesh)
   try:
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),

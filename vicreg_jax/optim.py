@@ -1,17 +1,23 @@
-"""The official VICReg optimizer: LARS as an optax chain, and the warm-up + cosine schedule.
+"""Optimizers: the official VICReg LARS + warm-up/cosine schedule, and the evaluation SGD.
 
 Per step (``main_vicreg.py``): ``g += wd * p`` and ``g *= eta * ||p|| / ||g||`` for every
 parameter whose ``ndim != 1`` (biases and BatchNorm scales/offsets are excluded from both),
 then ``mu = momentum * mu + g`` and ``p -= lr * mu``: the learning rate is applied AFTER
 momentum. ``optax.lars`` applies it before (its momentum buffer accumulates lr-scaled
 updates), which differs whenever the rate changes, i.e. during warm-up and the cosine decay.
+
+Evaluation (linear probe, fine-tuning; the official ``evaluate.py``): PyTorch SGD
+(``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``) with each group's rate annealed
+by ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -113,3 +119,32 @@ def create_optimizer(optim_config: ml_collections.ConfigDict, *, global_batch: i
   tx = lars(schedule, weight_decay=optim_config.weight_decay, momentum=optim_config.momentum,
             trust_coefficient=optim_config.trust_coefficient)
   return tx, schedule
+
+
+def per_epoch_cosine(lr: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
+  """``lr * (1 + cos(pi * epoch / epochs)) / 2`` with ``epoch = step // steps_per_epoch``."""
+  def schedule(count):
+    epoch = count // steps_per_epoch
+    return lr * 0.5 * (1 + jnp.cos(math.pi * epoch / epochs))
+  return schedule
+
+
+def torch_sgd(lr: float, *, momentum: float, weight_decay: float, epochs: int,
+              steps_per_epoch: int) -> optax.GradientTransformation:
+  """PyTorch SGD (decay added to the gradient, then momentum, then the rate) with the
+  per-epoch cosine rate; optax.sgd traces momentum before scaling, PyTorch's order."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay),
+      optax.sgd(per_epoch_cosine(lr, epochs, steps_per_epoch), momentum=momentum))
+
+
+def classifier_sgd(head_lr: float, backbone_lr: float | None, *, momentum: float,
+                   weight_decay: float, epochs: int, steps_per_epoch: int
+                   ) -> optax.GradientTransformation:
+  """:func:`torch_sgd` per group of ``{"backbone", "head"}`` parameters, each with its rate;
+  ``backbone_lr=None`` freezes the encoder (no state)."""
+  sgd = lambda lr: torch_sgd(lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
+                             steps_per_epoch=steps_per_epoch)
+  backbone_tx = optax.set_to_zero() if backbone_lr is None else sgd(backbone_lr)
+  return optax.multi_transform({"backbone": backbone_tx, "head": sgd(head_lr)},
+                               {"backbone": "backbone", "head": "head"})

@@ -24,8 +24,8 @@ import optax
 
 from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, parallel
 from vicreg_jax import config as config_lib
-from vicreg_jax import data, models, monitor as monitor_lib, optim, rng as rng_lib
-from vicreg_jax import workdir as workdir_lib
+from vicreg_jax import data, models, optim, rng as rng_lib, workdir as workdir_lib
+from vicreg_jax.evaluate import monitor as monitor_lib
 from vicreg_jax.data import augment
 
 # Values recorded at the first non-finite step, in this order, to name the offending term.

@@ -7,11 +7,10 @@ results go to ``W/eval/<protocol>.json``. Override any knob as in training, e.g.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from vicreg_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Pretraining workdir (or one made by export "
@@ -26,17 +25,16 @@ flags.DEFINE_bool("random_init", False, "Evaluate a randomly initialised encoder
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from vicreg_jax.evaluate import run  # pylint: disable=g-import-not-at-top
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  try:
-    run.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.protocols, step=FLAGS.step,
-                         random_init=FLAGS.random_init)
-  except (ValueError, FileNotFoundError, FloatingPointError) as err:
-    sys.exit(f"error: {err}")
+def run() -> None:
+  """Joins the distributed run, builds the program's mesh and evaluates the workdir."""
+  # Imported here so that --help and flag errors do not pay for initialising JAX.
+  from vicreg_jax import parallel  # pylint: disable=g-import-not-at-top
+  from vicreg_jax.evaluate import run as run_lib  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(**FLAGS.config.distributed)
+  run_lib.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.protocols,
+                           mesh=parallel.make_mesh(), step=FLAGS.step,
+                           random_init=FLAGS.random_init)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(cli.user_errors_main(run))

@@ -1,17 +1,23 @@
-"""Supervised training of a linear head on an encoder: the engine of the probe and fine-tuning.
+"""Supervised training of a linear head on an encoder: the linear probe and fine-tuning.
 
-One ``jax.jit`` step over global batches sharded on the mesh (labelled sources of
-:mod:`vicreg_jax.data.labelled`), as pretraining. Two modes, as the official ``evaluate.py``:
+One trainer, :func:`train_classifier`: one ``jax.jit`` step over global batches sharded on the
+mesh (labelled sources, :mod:`vicreg_jax.evaluate.sources`), as pretraining. Two modes, as the
+official ``evaluate.py``:
 
-* frozen (linear probe): the encoder runs in eval mode (BatchNorm running statistics), gets
-  no gradient and is never updated; only the head trains.
-* fine-tune: the encoder runs in train mode (batch statistics over the global batch, running
-  averages updated) and trains with its own learning rate beside the head's.
+* frozen (linear probe, the paper's App. C.2 on images): the encoder runs in eval mode
+  (BatchNorm running statistics), gets no gradient and is never updated; only the head
+  trains, on random-resized crops + flips; evaluation on resize + centre crop.
+* fine-tune (semi-supervised, App. C.2): the encoder runs in train mode (batch statistics
+  over the global batch, running averages updated) and trains with its own learning rate
+  beside the head's, on a label subset: a file of image ids (SimCLR's ``1percent.txt`` /
+  ``10percent.txt``) or a fraction drawn with a seed. Standard rates
+  (``config.FINETUNE_RATES``): 1% of the labels backbone 0.03 / head 0.08; 10%: 0.01 / 0.1;
+  momentum 0.9, weight decay 0, 20 epochs, batch 256.
 
-Optimizer: PyTorch SGD (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``) with
-each group's rate annealed by ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch.
-The loss is the mean cross-entropy over the real rows of a batch (``weight`` 1; padding 0).
-After each epoch the held-out source is scored (top-1/top-5 over real rows, percent).
+Head ``W ~ N(0, init_std)``, bias 0. Optimizer: :func:`vicreg_jax.optim.classifier_sgd`
+(PyTorch SGD, per-epoch cosine rate). The loss is the mean cross-entropy over the real rows of
+a batch (``weight`` 1; padding 0). After each epoch the held-out source is scored (top-1/top-5
+over real rows, percent); the best of each over epochs is reported with the last.
 """
 
 from __future__ import annotations
@@ -22,12 +28,11 @@ from typing import Any, Callable, Iterable, Protocol
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
-from vicreg_jax import parallel
-from vicreg_jax.data import augment
-
-TOPK = (1, 5)
+from vicreg_jax import optim, parallel
+from vicreg_jax.evaluate import accuracy, features
 
 
 @flax.struct.dataclass
@@ -44,34 +49,6 @@ class ClassifierState:
   params: Any
   batch_stats: Any
   opt_state: Any
-
-
-def per_epoch_cosine(lr: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
-  """``lr * (1 + cos(pi * epoch / epochs)) / 2`` with ``epoch = step // steps_per_epoch``."""
-  def schedule(count):
-    epoch = count // steps_per_epoch
-    return lr * 0.5 * (1 + jnp.cos(math.pi * epoch / epochs))
-  return schedule
-
-
-def torch_sgd(lr: float, *, momentum: float, weight_decay: float, epochs: int,
-              steps_per_epoch: int) -> optax.GradientTransformation:
-  """PyTorch SGD (decay added to the gradient, then momentum, then the rate) with the
-  per-epoch cosine rate; optax.sgd traces momentum before scaling, PyTorch's order."""
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay),
-      optax.sgd(per_epoch_cosine(lr, epochs, steps_per_epoch), momentum=momentum))
-
-
-def make_optimizer(head_lr: float, backbone_lr: float | None, *, momentum: float,
-                   weight_decay: float, epochs: int, steps_per_epoch: int
-                   ) -> optax.GradientTransformation:
-  """SGD over ``{"backbone", "head"}``; ``backbone_lr=None`` freezes the encoder (no state)."""
-  sgd = lambda lr: torch_sgd(lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
-                             steps_per_epoch=steps_per_epoch)
-  backbone_tx = optax.set_to_zero() if backbone_lr is None else sgd(backbone_lr)
-  return optax.multi_transform({"backbone": backbone_tx, "head": sgd(head_lr)},
-                               {"backbone": "backbone", "head": "head"})
 
 
 def init_head(key: jax.Array, dim: int, num_classes: int, init_std: float) -> dict:
@@ -106,14 +83,6 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Ar
   return jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def topk_hits(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> dict[str, jax.Array]:
-  """Weighted counts of rows whose label is among the k best logits, for k in ``TOPK``."""
-  k_max = min(max(TOPK), logits.shape[-1])
-  _, ranked = jax.lax.top_k(logits, k_max)
-  hits = ranked == labels[:, None]
-  return {f"top{k}": jnp.sum(weights * jnp.any(hits[:, :k], axis=1)) for k in TOPK}
-
-
 def create_state(variables: dict, head: dict, tx: optax.GradientTransformation,
                  mesh) -> ClassifierState:
   """Initial state, replicated on ``mesh``; ``variables`` holds the encoder's params/stats."""
@@ -134,32 +103,30 @@ def make_steps(backbone, tx: optax.GradientTransformation, *, finetune: bool,
   {"top1", "top5", "count"}`` (weighted hit counts over the batch's real rows). Batches are
   ``{"image" uint8 [B, S, S, 3], "label" i32[B], "weight" f32[B]}``.
   """
-  def features(params, batch_stats, images, train):
-    x = augment.normalize(augment.to_float(images), mean, std)
-    variables = {"params": params, "batch_stats": batch_stats}
-    if train:
-      return backbone.apply(variables, x, train=True, mutable=["batch_stats"])
-    return backbone.apply(variables, x, train=False), {"batch_stats": batch_stats}
+  def encode(params, batch_stats, images, train):
+    return features.encode(backbone, {"params": params, "batch_stats": batch_stats}, images,
+                           mean=mean, std=std, train=train)
 
   def train_step(state: ClassifierState, batch: dict):
     def loss_fn(params):
       backbone_params = params["backbone"]
       if not finetune:
         backbone_params = jax.lax.stop_gradient(backbone_params)
-      reps, updates = features(backbone_params, state.batch_stats, batch["image"], finetune)
+      reps, batch_stats = encode(backbone_params, state.batch_stats, batch["image"], finetune)
       logits = head_logits(params["head"], reps)
-      return weighted_cross_entropy(logits, batch["label"], batch["weight"]), updates
+      return weighted_cross_entropy(logits, batch["label"], batch["weight"]), batch_stats
 
-    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, step_updates),
-                              batch_stats=updates["batch_stats"], opt_state=opt_state)
+                              batch_stats=batch_stats, opt_state=opt_state)
     return new_state, {"loss": loss}
 
   def eval_step(state: ClassifierState, batch: dict):
-    reps, _ = features(state.params["backbone"], state.batch_stats, batch["image"], False)
-    hits = topk_hits(head_logits(state.params["head"], reps), batch["label"], batch["weight"])
+    reps, _ = encode(state.params["backbone"], state.batch_stats, batch["image"], False)
+    logits = head_logits(state.params["head"], reps)
+    hits = accuracy.topk_hits(logits, batch["label"], batch["weight"])
     return {**hits, "count": jnp.sum(batch["weight"])}
 
   replicated = parallel.replicated(mesh)
@@ -175,10 +142,10 @@ def score(eval_step: Callable, state: ClassifierState, batches: Iterable[dict]
     hits = eval_step(state, batch)
     totals = hits if totals is None else jax.tree.map(jnp.add, totals, hits)
   totals = jax.device_get(totals)
-  count = float(totals["count"])
+  count = float(totals.pop("count"))
   if count == 0:
     raise ValueError("The evaluation split has no examples.")
-  return {f"top{k}": 100.0 * float(totals[f"top{k}"]) / count for k in TOPK}
+  return accuracy.percent(totals, count)
 
 
 def summarize(history: list[dict]) -> dict:
@@ -239,3 +206,59 @@ def fit(state: ClassifierState, steps: tuple[Callable, Callable], train_source, 
     if on_epoch is not None:
       on_epoch(epoch + 1, state, history)
   return state, summarize(history)
+
+
+def train_classifier(backbone, variables: dict, train_source, eval_source,
+                     settings: ml_collections.ConfigDict, *, finetune: bool, mesh, mean, std,
+                     seed: int = 0, checkpointer: Checkpointer | None = None,
+                     on_epoch: EpochCallback | None = None) -> tuple[dict, dict]:
+  """The linear probe on images (``finetune=False``) or fine-tuning (``finetune=True``).
+
+  Args:
+    backbone: the encoder module (``models.create_backbone``); its representation width is
+      the head's input. variables: its ``{"params", "batch_stats"}``.
+    train_source, eval_source: labelled sources (``train=True`` / ``False``; fine-tuning: the
+      label subset), batches of ``settings.batch_size``.
+    settings: ``config.eval.linear`` (lr, momentum, weight_decay, epochs, init_std) or, to
+      fine-tune, ``config.eval.finetune`` (backbone_lr, head_lr, momentum, weight_decay,
+      epochs, init_std). ``backbone_lr=0`` keeps the encoder's weights (its BatchNorm
+      statistics still follow the data, as in PyTorch's train mode).
+    finetune: train the encoder too (train mode) instead of freezing it (eval mode).
+    mesh: the device mesh the sources shard over.
+    mean, std: per-channel normalisation of the encoder's inputs (``config.augment``).
+    seed: head initialisation.
+    checkpointer: resumes from its latest epoch and saves after every epoch.
+    on_epoch: ``(epochs done, state, history)`` callback after every epoch.
+
+  Returns:
+    ``(summary, variables)``: :func:`summarize`'s accuracies (percent) and the encoder's
+    ``{"params", "batch_stats"}`` after training (unchanged when frozen).
+  """
+  if finetune:
+    head_lr, backbone_lr = settings.head_lr, settings.backbone_lr
+  else:
+    head_lr, backbone_lr = settings.lr, None
+  tx = optim.classifier_sgd(head_lr, backbone_lr, momentum=settings.momentum,
+                            weight_decay=settings.weight_decay, epochs=settings.epochs,
+                            steps_per_epoch=train_source.steps_per_epoch)
+  head = init_head(jax.random.key(seed), representation_width(backbone, variables),
+                   train_source.num_classes, settings.init_std)
+  state = create_state(variables, head, tx, mesh)
+  steps = make_steps(backbone, tx, finetune=finetune, mean=mean, std=std, mesh=mesh)
+  state, summary = fit(state, steps, train_source, eval_source, epochs=settings.epochs,
+                       checkpointer=checkpointer, on_epoch=on_epoch)
+  return summary, {"params": state.params["backbone"], "batch_stats": state.batch_stats}
+
+
+def linear_probe_images(backbone, variables: dict, train_source, eval_source, *,
+                        probe_config: ml_collections.ConfigDict, **kwargs) -> dict:
+  """The paper's linear probe on images: :func:`train_classifier`'s summary, frozen encoder."""
+  return train_classifier(backbone, variables, train_source, eval_source, probe_config,
+                          finetune=False, **kwargs)[0]
+
+
+def finetune(backbone, variables: dict, train_source, eval_source, *,
+             finetune_config: ml_collections.ConfigDict, **kwargs) -> tuple[dict, dict]:
+  """Semi-supervised fine-tuning: :func:`train_classifier` with ``finetune=True``."""
+  return train_classifier(backbone, variables, train_source, eval_source, finetune_config,
+                          finetune=True, **kwargs)

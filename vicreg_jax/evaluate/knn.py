@@ -12,7 +12,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from vicreg_jax.evaluate.accuracy import topk_accuracy
 
 
 def l2_normalize(x: jax.Array) -> jax.Array:
@@ -51,19 +52,6 @@ def knn_predict(train_features: jax.Array, train_labels: jax.Array, query_featur
 
   scores = jax.lax.map(block_scores, blocks).reshape(-1, num_classes)[:m]
   return jnp.argmax(scores, axis=1).astype(jnp.int32), scores
-
-
-def topk_accuracy(scores, labels, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-  """Top-k accuracies in percent, ``{"top1": ..., "top5": ...}``, on the host.
-
-  Args:
-    scores: f32[m, c] class scores or logits; ties rank the lower class first (as argmax).
-    labels: i32[m] true classes.
-    ks: which k to report (a k >= c counts every example as correct).
-  """
-  ranked = np.argsort(-np.asarray(scores), axis=1, kind="stable")
-  hits = ranked == np.asarray(labels)[:, None]
-  return {f"top{k}": float(100 * np.mean(np.any(hits[:, :k], axis=1))) for k in ks}
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, *, num_classes: int,

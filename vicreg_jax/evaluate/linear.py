@@ -1,11 +1,8 @@
-"""Linear probe on a frozen encoder (the paper's protocol, App. C.2) and feature extraction.
+"""Linear probe on frozen features: the fast path for small datasets (paper App. C.2 optimisation).
 
-:func:`linear_probe_images` is the protocol of the official ``evaluate.py`` in ``freeze``
-mode on images: random-resized crops + flips for training, resize + centre crop for
-evaluation, the encoder (eval mode) run every step, sharded over all devices
-(:mod:`vicreg_jax.evaluate.classifier`). :func:`linear_probe` is the fast path for small
-datasets: features of un-augmented images are extracted once, then only the head trains,
-with the same optimisation:
+Features of un-augmented images are extracted once (:mod:`vicreg_jax.evaluate.features`),
+then only the head trains, with the optimisation of the probe on images
+(:func:`vicreg_jax.evaluate.classifier.train_classifier`):
 head ``W ~ N(0, init_std)``, bias 0; softmax cross-entropy; PyTorch SGD with momentum and
 weight decay on every head parameter, bias included (``d = g + wd * p;
 buf = momentum * buf + d; p -= lr * buf``); shuffled batches of ``batch_size`` with a
@@ -18,52 +15,18 @@ the best of each over epochs is reported as the official ``best_acc``, with the 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
+from vicreg_jax import optim
 from vicreg_jax.evaluate import classifier
+from vicreg_jax.evaluate.accuracy import topk_accuracy
 from vicreg_jax.evaluate.classifier import head_logits, init_head
-from vicreg_jax.evaluate.knn import topk_accuracy
 
 Params = dict[str, jax.Array]
-
-
-def extract_features(apply_fn: Callable[[jax.Array], jax.Array], images, *,
-                     batch_size: int) -> np.ndarray:
-  """Runs a frozen encoder over ``images`` in batches; returns f32[n, d] on the host.
-
-  Args:
-    apply_fn: ``images [b, ...] -> features [b, d]``, the encoder in eval mode (BatchNorm
-      running statistics), ideally jitted: every call gets exactly ``batch_size`` images
-      (the last batch is zero-padded and the padding rows dropped), so it compiles once.
-    images: [n, ...] NumPy or JAX array, already preprocessed for the encoder.
-    batch_size: images per call.
-  """
-  n = len(images)
-  if n == 0 or batch_size <= 0:
-    raise ValueError(f"extract_features needs images (got {n}) and batch_size > 0 "
-                     f"(got {batch_size}).")
-  features = []
-  for start in range(0, n, batch_size):
-    batch = np.asarray(images[start:start + batch_size])
-    real = len(batch)
-    batch = np.pad(batch, [(0, batch_size - real)] + [(0, 0)] * (batch.ndim - 1))
-    features.append(np.asarray(apply_fn(batch), np.float32)[:real])
-  return np.concatenate(features)
-
-
-def probe_optimizer(probe_config: ml_collections.ConfigDict,
-                    steps_per_epoch: int) -> optax.GradientTransformation:
-  """Torch SGD (momentum, decay on all parameters) with the per-epoch cosine rate."""
-  return classifier.torch_sgd(probe_config.lr, momentum=probe_config.momentum,
-                              weight_decay=probe_config.weight_decay,
-                              epochs=probe_config.epochs, steps_per_epoch=steps_per_epoch)
 
 
 def batch_loss(params: Params, features: jax.Array, labels: jax.Array,
@@ -123,7 +86,9 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
   x_test = jnp.asarray(test_features, jnp.float32)
   n, dim = x_train.shape
   batch_size = min(probe_config.batch_size, n)
-  tx = probe_optimizer(probe_config, steps_per_epoch=-(-n // batch_size))
+  tx = optim.torch_sgd(probe_config.lr, momentum=probe_config.momentum,
+                       weight_decay=probe_config.weight_decay, epochs=probe_config.epochs,
+                       steps_per_epoch=-(-n // batch_size))
   init_key, shuffle_key = jax.random.split(jax.random.key(seed))
   params = init_head(init_key, dim, num_classes, probe_config.init_std)
   opt_state = tx.init(params)
@@ -139,56 +104,3 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
           "best_top1": max(h["top1"] for h in history),
           "best_top5": max(h["top5"] for h in history),
           "epochs": len(history), "history": history}
-
-
-def batch_features(apply_fn: Callable[[jax.Array], jax.Array], batches: Iterable[dict]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-  """Features f32[n, d] and labels i32[n] of labelled batches (e.g. ``source.epoch(0)``).
-
-  ``apply_fn``: ``uint8 images [B, S, S, 3] -> features [B, d]``, jitted with a replicated
-  output so every process gets the whole batch; padding rows are dropped.
-  """
-  features, labels = [], []
-  for batch in batches:
-    # Labels and weights are sharded over all processes' devices: gather them on each host.
-    real = multihost_utils.process_allgather(batch["weight"], tiled=True) > 0
-    features.append(np.asarray(apply_fn(batch["image"]), np.float32)[real])
-    labels.append(multihost_utils.process_allgather(batch["label"], tiled=True)[real])
-  return np.concatenate(features), np.concatenate(labels)
-
-
-def linear_probe_images(backbone, variables: dict, train_source, eval_source, *, mesh,
-                        probe_config: ml_collections.ConfigDict, mean, std, seed: int = 0,
-                        checkpointer: classifier.Checkpointer | None = None,
-                        on_epoch: classifier.EpochCallback | None = None) -> dict:
-  """The paper's linear probe on images: frozen encoder, head trained on augmented crops.
-
-  Args:
-    backbone: the encoder module (``models.create_backbone``); its representation width is
-      the head's input.
-    variables: the encoder's ``{"params", "batch_stats"}``.
-    train_source, eval_source: labelled sources (``data.create_labelled_source`` with
-      ``train=True`` / ``False``), batches of ``probe_config.batch_size``.
-    mesh: the device mesh the sources shard over.
-    probe_config: ``config.eval.linear`` (lr, momentum, weight_decay, epochs, init_std).
-    mean, std: per-channel normalisation of the encoder's inputs (``config.augment``).
-    seed: head initialisation.
-    checkpointer: resumes from its latest epoch and saves after every epoch.
-    on_epoch: ``(epochs done, state, history)`` callback after every epoch.
-
-  Returns:
-    ``top1``/``top5`` (last epoch), ``best_top1``/``best_top5``, ``epochs``, ``history``
-    (percent).
-  """
-  tx = classifier.make_optimizer(probe_config.lr, None, momentum=probe_config.momentum,
-                                 weight_decay=probe_config.weight_decay,
-                                 epochs=probe_config.epochs,
-                                 steps_per_epoch=train_source.steps_per_epoch)
-  dim = classifier.representation_width(backbone, variables)
-  head = init_head(jax.random.key(seed), dim, train_source.num_classes, probe_config.init_std)
-  state = classifier.create_state(variables, head, tx, mesh)
-  steps = classifier.make_steps(backbone, tx, finetune=False, mean=mean, std=std, mesh=mesh)
-  _, summary = classifier.fit(state, steps, train_source, eval_source,
-                              epochs=probe_config.epochs, checkpointer=checkpointer,
-                              on_epoch=on_epoch)
-  return summary

@@ -24,12 +24,11 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from vicreg_jax import checkpoint, export, models, parallel
 from vicreg_jax import config as config_lib
-from vicreg_jax import data
-from vicreg_jax.data import augment
-from vicreg_jax.evaluate import classifier, finetune, knn, linear
+from vicreg_jax.evaluate import classifier, features, knn, linear, sources
 
 PROTOCOLS = ("knn", "linear", "finetune")
 EVAL_DIR = "eval"
@@ -49,14 +48,15 @@ class Encoder(NamedTuple):
   model_config: ml_collections.ConfigDict  # config.model of the run that wrote it
 
 
-def load_encoder(workdir: str, step: int | None = None, *, random_init: bool = False,
+def load_encoder(workdir: str, step: int | None = None, *, mesh, random_init: bool = False,
                  seed: int = 0, branch: str = "a") -> Encoder:
   """Branch ``branch``'s encoder of a workdir, from the checkpoint at ``step`` (or latest).
 
-  ``random_init``: the same architecture freshly initialised from ``seed`` instead (the
-  baseline the pretrained encoder is compared with).
+  The variables are restored replicated on ``mesh``. ``random_init``: the same architecture
+  freshly initialised from ``seed`` instead (the baseline the pretrained encoder is compared
+  with).
   """
-  variables, saved_config, step = checkpoint.restore_variables(workdir, step)
+  variables, saved_config, step = checkpoint.restore_variables(workdir, step, mesh)
   model_config = ml_collections.ConfigDict(saved_config["model"])
   backbone = models.create_backbone(model_config, branch)
   if random_init:
@@ -64,43 +64,29 @@ def load_encoder(workdir: str, step: int | None = None, *, random_init: bool = F
   return Encoder(backbone, models.backbone_variables(variables, branch), step, model_config)
 
 
-def make_encode_fn(backbone, variables: dict, augment_config: ml_collections.ConfigDict,
-                   mesh) -> Callable[[jax.Array], jax.Array]:
+def encoder_fn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict
+               ) -> Callable[[jax.Array], jax.Array]:
   """``uint8 images [B, S, S, 3] -> f32[B, d]`` (eval mode), output replicated on the mesh."""
+  encode = features.make_encode_fn(backbone, config.augment.mean, config.augment.std, mesh)
   variables = parallel.replicate(mesh, variables)
-
-  def encode(v, images):
-    x = augment.normalize(augment.to_float(images), augment_config.mean, augment_config.std)
-    return backbone.apply(v, x, train=False).astype(jnp.float32)
-
-  compiled = jax.jit(encode, out_shardings=parallel.replicated(mesh))
-  return lambda images: compiled(variables, images)
+  return lambda images: encode(variables, images)
 
 
-def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str):
+def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
   """Features f32[n, d], labels i32[n] and class count of a split (evaluation crops)."""
-  source = data.create_labelled_source(config, mesh, split=split, train=False,
-                                       batch_size=config.eval.feature_batch)
-  features, labels = linear.batch_features(encode, source.epoch(0))
-  return features, labels, source.num_classes
+  source = sources.feature_source(config, mesh, split)
+  x, labels = features.batch_features(encode, source.epoch(0))
+  return x, labels, source.num_classes
 
 
 def run_knn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict) -> dict:
   """kNN top-1/top-5 (percent) of ``eval.split`` against the ``eval.train_split`` bank."""
-  encode = make_encode_fn(backbone, variables, config.augment, mesh)
+  encode = encoder_fn(config, mesh, backbone, variables)
   bank, bank_labels, num_classes = split_features(config, mesh, encode, config.eval.train_split)
   queries, query_labels, _ = split_features(config, mesh, encode, config.eval.split)
   return knn.knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=num_classes,
                           **config.eval.knn)
-
-
-def _sources(config, mesh, batch_size: int, subset=None):
-  train = data.create_labelled_source(config, mesh, split=config.eval.train_split,
-                                      train=True, batch_size=batch_size, subset=subset)
-  held_out = data.create_labelled_source(config, mesh, split=config.eval.split,
-                                         train=False, batch_size=batch_size,
-                                         num_classes=train.num_classes)
-  return train, held_out
 
 
 def run_linear(config, mesh, backbone, variables, *, checkpointer=None, on_epoch=None) -> dict:
@@ -108,16 +94,17 @@ def run_linear(config, mesh, backbone, variables, *, checkpointer=None, on_epoch
   ``on_features``)."""
   probe = config.eval.linear
   if probe.on_features:
-    encode = make_encode_fn(backbone, variables, config.augment, mesh)
+    encode = encoder_fn(config, mesh, backbone, variables)
     x_train, y_train, num_classes = split_features(config, mesh, encode, config.eval.train_split)
     x_test, y_test, _ = split_features(config, mesh, encode, config.eval.split)
     return linear.linear_probe(x_train, y_train, x_test, y_test, num_classes=num_classes,
                                probe_config=probe, seed=config.seed)
-  train, held_out = _sources(config, mesh, probe.batch_size)
-  return linear.linear_probe_images(
-      backbone, variables, train, held_out, mesh=mesh, probe_config=probe,
+  train, held_out = sources.protocol_sources(config, mesh, "linear")
+  summary, _ = classifier.train_classifier(
+      backbone, variables, train, held_out, probe, finetune=False, mesh=mesh,
       mean=config.augment.mean, std=config.augment.std, seed=config.seed,
       checkpointer=checkpointer, on_epoch=on_epoch)
+  return summary
 
 
 def run_finetune(config, mesh, backbone, variables, *, checkpointer=None, on_epoch=None,
@@ -127,11 +114,10 @@ def run_finetune(config, mesh, backbone, variables, *, checkpointer=None, on_epo
   With ``export_dir`` (and the encoder's ``model_config``), the fine-tuned encoder is
   exported there as :func:`vicreg_jax.export.export_backbone` does (the head is not).
   """
-  tune = config.eval.finetune
-  train, held_out = _sources(config, mesh, tune.batch_size, data.subset_from_config(tune))
+  train, held_out = sources.protocol_sources(config, mesh, "finetune")
   logging.info("Fine-tuning on %d labelled examples.", train.num_examples)
-  summary, tuned = finetune.finetune(
-      backbone, variables, train, held_out, mesh=mesh, finetune_config=tune,
+  summary, tuned = classifier.train_classifier(
+      backbone, variables, train, held_out, config.eval.finetune, finetune=True, mesh=mesh,
       mean=config.augment.mean, std=config.augment.std, seed=config.seed,
       checkpointer=checkpointer, on_epoch=on_epoch)
   if export_dir:
@@ -168,21 +154,23 @@ class EpochLog:
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols: list[str], *,
-                     step: int | None = None, random_init: bool = False) -> dict:
+                     mesh, step: int | None = None, random_init: bool = False) -> dict:
   """Runs ``protocols`` on the workdir's encoder; returns ``{name: result}`` and writes JSON.
+
+  ``mesh``: the program's device mesh (``parallel.make_mesh()`` after
+  ``parallel.initialize_distributed``); the encoder and the sources live on it.
 
   Raises:
     ValueError for an unknown protocol, FileNotFoundError for a workdir without checkpoints
     or missing data (messages say what to pass instead).
   """
   config_lib.validate_eval(config.eval)
+  config_lib.validate_eval_splits(config)
   unknown = sorted(set(protocols) - set(PROTOCOLS))
   if unknown or not protocols:
     raise ValueError(f"Unknown protocol(s) {unknown or protocols}; choose from {PROTOCOLS}.")
-  parallel.initialize_distributed(**config.distributed)
-  mesh = parallel.make_mesh()
   backbone, variables, step, model_config = load_encoder(
-      workdir, step, random_init=random_init, seed=config.seed + 1)
+      workdir, step, mesh=mesh, random_init=random_init, seed=config.seed + 1)
   out_dir = os.path.join(workdir, EVAL_DIR)
   os.makedirs(out_dir, exist_ok=True)
   results = {}

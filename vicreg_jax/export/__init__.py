@@ -12,23 +12,20 @@
 torchvision checkpoint into step 0 of ``W/checkpoints`` (the evaluation CLI, ``python -m
 vicreg_jax.evaluate --workdir W``, then runs on the released weights); with ``--out DIR``
 instead of ``--workdir`` it writes the three export files there.
-Training calls :func:`export_backbone` at the end of every run.
+Training calls :func:`export_backbone` at the end of every run. This package is the library;
+the command line is its ``__main__``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 
 import jax
 import ml_collections
-from absl import app, flags
-from absl import logging as absl_logging
 from flax import serialization
 
 from vicreg_jax import checkpoint, interop, models
-from vicreg_jax import config as config_lib
 
 EXPORT_DIR = "export"
 
@@ -61,9 +58,10 @@ def load_exported(out_dir: str) -> tuple[models.ResNet, dict]:
   return backbone, variables
 
 
-def export_from_workdir(workdir: str, step: int | None, out_dir: str, branch: str) -> str:
-  """Restores ``step`` (default: latest) of a pretraining workdir and exports its backbone."""
-  variables, saved_config, step = checkpoint.restore_variables(workdir, step)
+def export_from_workdir(workdir: str, step: int | None, out_dir: str, branch: str, mesh) -> str:
+  """Restores ``step`` (default: latest) of a pretraining workdir on ``mesh`` and exports its
+  backbone."""
+  variables, saved_config, step = checkpoint.restore_variables(workdir, step, mesh)
   model_config = ml_collections.ConfigDict(saved_config["model"])
   return export_backbone(variables, model_config, out_dir, step=step, branch=branch)
 
@@ -85,49 +83,3 @@ def import_into_workdir(path: str, config: ml_collections.ConfigDict, workdir: s
   """Converts released weights into a checkpoint of ``workdir`` that evaluation can read."""
   variables = import_backbone(path, config.model)
   return checkpoint.save_imported(workdir, variables, config, os.path.abspath(path))
-
-
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """Command-line flags; defined only when run as a program, since training imports this."""
-  flags.DEFINE_string("workdir", None, "Pretraining workdir to export from (with "
-                      "--import_weights: the workdir to import into).")
-  flags.DEFINE_integer("step", None, "Checkpoint step to export (default: latest).")
-  flags.DEFINE_string("branch", "a", "Branch whose backbone to export ('a' or 'b').")
-  flags.DEFINE_string("out", None, "Output folder (default: <workdir>/export).")
-  flags.DEFINE_string("import_weights", None, "A .pth/.safetensors ResNet to import instead.")
-  flags.DEFINE_string("arch", "resnet50", "Architecture of --import_weights (resnet18 ... "
-                      "resnet200).")
-  flags.DEFINE_integer("width_multiplier", 1, "Width multiplier of --import_weights.")
-
-
-def main(argv):
-  del argv
-  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs each restore phase at INFO
-  if not FLAGS.workdir and not FLAGS.out:
-    sys.exit("error: pass --workdir (or --out for --import_weights).")
-  try:
-    if FLAGS.import_weights:
-      config = config_lib.base_config()
-      config.model.arch = FLAGS.arch
-      config.model.width_multiplier = FLAGS.width_multiplier
-      if FLAGS.out:
-        written = import_weights(FLAGS.import_weights, config.model, FLAGS.out)
-      else:
-        written = import_into_workdir(FLAGS.import_weights, config, FLAGS.workdir)
-        print(f"Wrote step 0 of {written}; evaluate it with python -m vicreg_jax.evaluate "
-              f"--config <recipe> --workdir {FLAGS.workdir}")
-        return
-    else:
-      out_dir = FLAGS.out or os.path.join(FLAGS.workdir, EXPORT_DIR)
-      written = export_from_workdir(FLAGS.workdir, FLAGS.step, out_dir, FLAGS.branch)
-  except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
-    sys.exit(f"error: {err}")
-  print(f"Wrote backbone.msgpack, backbone.safetensors and backbone.json to {written}")
-
-
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)

@@ -15,7 +15,7 @@ import os
 import jax
 import ml_collections
 
-from vicreg_jax import models, parallel
+from vicreg_jax import models
 from vicreg_jax.evaluate import run
 
 
@@ -28,9 +28,10 @@ def evaluate_encoder(config: ml_collections.ConfigDict, mesh, backbone, variable
           "linear_best_top1": probe["best_top1"]}
 
 
-def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str, result) -> dict:
-  """Evaluates ``result`` (a TrainResult) and a random encoder; prints and saves the table."""
-  mesh = parallel.make_mesh()
+def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str, result,
+                             mesh) -> dict:
+  """Evaluates ``result`` (a TrainResult) and a random encoder on ``mesh`` (the one training
+  ran on); prints and saves the table."""
   backbone = models.create_backbone(config.model)
   trained = models.backbone_variables(
       {"params": result.state.params, "batch_stats": result.state.batch_stats})

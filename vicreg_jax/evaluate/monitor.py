@@ -14,14 +14,9 @@ from __future__ import annotations
 import itertools
 import math
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
-from vicreg_jax import parallel
-from vicreg_jax import data
-from vicreg_jax.data import augment
-from vicreg_jax.evaluate import knn, linear
+from vicreg_jax.evaluate import features, knn, sources
 
 
 class KnnMonitor:
@@ -29,24 +24,17 @@ class KnnMonitor:
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, model):
     self._config = config
-    make = lambda split: data.create_labelled_source(
-        config, mesh, split=split, train=False, batch_size=config.eval.feature_batch)
-    self._bank, self._queries = make(config.eval.train_split), make(config.eval.split)
+    self._bank = sources.feature_source(config, mesh, config.eval.train_split)
+    self._queries = sources.feature_source(config, mesh, config.eval.split)
     limit = config.eval.monitor_examples
     self._batches = (math.ceil(limit / config.eval.feature_batch) if limit > 0 else None)
-    mean, std = config.augment.mean, config.augment.std
-
-    def encode(params, batch_stats, images):
-      x = augment.normalize(augment.to_float(images), mean, std)
-      out = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False,
-                        method="encode")
-      return out.astype(jnp.float32)
-
-    self._encode = jax.jit(encode, out_shardings=parallel.replicated(mesh))
+    self._encode = features.make_encode_fn(model, config.augment.mean, config.augment.std,
+                                           mesh, method="encode")
 
   def _features(self, state, source):
-    apply_fn = lambda images: self._encode(state.params, state.batch_stats, images)
-    return linear.batch_features(apply_fn, itertools.islice(source.epoch(0), self._batches))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return features.batch_features(lambda images: self._encode(variables, images),
+                                   itertools.islice(source.epoch(0), self._batches))
 
   def __call__(self, state) -> dict[str, float]:
     bank, bank_labels = self._features(state, self._bank)

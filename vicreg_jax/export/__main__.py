@@ -1,0 +1,52 @@
+"""``python -m vicreg_jax.export --workdir W [--step N] [--branch a] [--out DIR]``, and import.
+
+Exports a workdir's backbone (:mod:`vicreg_jax.export`), or with ``--import_weights
+resnet50.pth --arch resnet50`` converts released weights into step 0 of ``--workdir`` (or the
+export files in ``--out``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from vicreg_jax import cli, parallel
+from vicreg_jax import config as config_lib
+from vicreg_jax import export
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Pretraining workdir to export from (with "
+                    "--import_weights: the workdir to import into).")
+flags.DEFINE_integer("step", None, "Checkpoint step to export (default: latest).")
+flags.DEFINE_string("branch", "a", "Branch whose backbone to export ('a' or 'b').")
+flags.DEFINE_string("out", None, "Output folder (default: <workdir>/export).")
+flags.DEFINE_string("import_weights", None, "A .pth/.safetensors ResNet to import instead.")
+flags.DEFINE_string("arch", "resnet50", "Architecture of --import_weights (resnet18 ... "
+                    "resnet200).")
+flags.DEFINE_integer("width_multiplier", 1, "Width multiplier of --import_weights.")
+
+
+def run() -> None:
+  """Exports or imports as the flags say; prints what it wrote."""
+  if not FLAGS.workdir and not FLAGS.out:
+    raise ValueError("pass --workdir (or --out for --import_weights).")
+  if FLAGS.import_weights:
+    config = config_lib.base_config()
+    config.model.arch = FLAGS.arch
+    config.model.width_multiplier = FLAGS.width_multiplier
+    if not FLAGS.out:
+      written = export.import_into_workdir(FLAGS.import_weights, config, FLAGS.workdir)
+      print(f"Wrote step 0 of {written}; evaluate it with python -m vicreg_jax.evaluate "
+            f"--config <recipe> --workdir {FLAGS.workdir}")
+      return
+    written = export.import_weights(FLAGS.import_weights, config.model, FLAGS.out)
+  else:
+    out_dir = FLAGS.out or os.path.join(FLAGS.workdir, export.EXPORT_DIR)
+    written = export.export_from_workdir(FLAGS.workdir, FLAGS.step, out_dir, FLAGS.branch,
+                                         parallel.make_mesh())
+  print(f"Wrote backbone.msgpack, backbone.safetensors and backbone.json to {written}")
+
+
+if __name__ == "__main__":
+  app.run(cli.user_errors_main(run))
