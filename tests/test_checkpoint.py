@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vicreg_jax import checkpoint, metrics
+from vicreg_jax import checkpoint, metrics, parallel
 from vicreg_jax import config as config_lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -103,4 +103,4 @@ def test_restoring_a_damaged_step_for_evaluation_names_the_older_steps(tmp_path)
   _damage(tmp_path, 4)
   with pytest.raises(checkpoint.DamagedCheckpointsError,
                      match=r"step 4 .* unreadable .*--step .*\[2\]"):
-    checkpoint.restore_variables(str(tmp_path))
+    checkpoint.restore_variables(str(tmp_path), None, parallel.make_mesh())
