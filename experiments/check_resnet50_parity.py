@@ -1,22 +1,18 @@
 """One-off check: full ResNet-50 at 224 px, our Flax model vs the same weights in PyTorch.
 
-Builds the official-layout PyTorch ResNet-50 from tests/test_interop.py with random weights
+Builds the official-layout PyTorch ResNet-50 of ``torch_reference.py`` with random weights
 and random BatchNorm statistics, converts them with ``vicreg_jax.interop`` and prints the
 max relative difference of the 2048-d features in eval and train mode.
 Usage: python experiments/check_resnet50_parity.py  (needs torch; ~20 s on 2 CPU cores)
 """
 
-import pathlib
-import sys
-
 import jax.numpy as jnp
 import numpy as np
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-from test_interop import CASES, TorchResNet, randomise  # pylint: disable=g-import-not-at-top,wrong-import-position
+from torch_reference import CASES, TorchResNet, randomise
 
-from vicreg_jax import interop, models  # pylint: disable=wrong-import-position
+from vicreg_jax import interop, models
 
 
 def main():
