@@ -174,3 +174,22 @@ def test_training_cli_names_bad_npz_paths_and_pixels(tmp_path, cache):
     result = run(cache, "vicreg_jax.main", TINY, f"--workdir={tmp_path / name}.w",
                  "--config.data.name=npz", f"--config.data.path={tmp_path / name}")
     assert_user_error(result, *fragments)
+
+
+def test_training_cli_stops_on_a_folder_whose_images_all_fail_to_decode(tmp_path, cache):
+  """JPEGs with intact start and end markers and garbage inside pass the folder's
+  pre-check; every epoch of them is dropped, so without a check no batch ever came (the
+  run never ended and logged two lines per record)."""
+  folder = tmp_path / "allfake" / "train" / "a"
+  folder.mkdir(parents=True)
+  for i in range(40):
+    (folder / f"{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage\xff\xd9")
+  started = time.monotonic()
+  result = run(cache, "vicreg_jax.main", TINY, f"--workdir={tmp_path / 'w'}",
+               "--config.data.source=folder", f"--config.data.path={folder.parent}")
+  seconds = time.monotonic() - started
+  assert_user_error(result, f"None of the 40 images of {folder.parent} could be decoded")
+  log = result.stdout + result.stderr
+  assert log.count("skipped 40 of 40 images") == 1, log[-3000:]
+  # libjpeg prints one line per damaged file of the epoch, TensorFlow none.
+  assert len(log) < 10_000 and seconds < TIMEOUT, (len(log), seconds)
