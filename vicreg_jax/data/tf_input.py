@@ -198,12 +198,13 @@ def _decoded_epoch(records, decode: Callable, *, expected, epoch, empty: dict):
   return decoded.concatenate(tf.data.Dataset.from_tensors((False, expected, epoch, empty)))
 
 
-def _skip_undecodable(epochs, where: str):
+def _skip_undecodable(epochs, where: str, epoch_size: int):
   """The decoded elements of a stream of :func:`_decoded_epoch` epochs, markers removed.
 
   At each epoch's end, one line on stderr counts the records of ``where`` that could not
-  be decoded; the stream ends after an epoch that decoded none (an endless stream of such
-  epochs would never yield a batch).
+  be decoded; the stream ends after a whole epoch (``epoch_size`` records; not the rest of
+  one a resumed stream starts in) that decoded none: an endless stream of such epochs would
+  never yield a batch.
   """
   def count(decoded, item):
     real, expected, epoch, element = item
@@ -213,7 +214,7 @@ def _skip_undecodable(epochs, where: str):
         "WARNING: skipped", skipped, "of", expected, "images of", where, "in epoch", epoch,
         "that could not be decoded (damaged inside); remove or re-encode them."),
             tf.no_op)
-    empty_epoch = tf.logical_and(tf.logical_not(real), tf.equal(decoded, 0))
+    empty_epoch = tf.logical_not(real) & tf.equal(decoded, 0) & tf.equal(expected, epoch_size)
     return tf.where(real, decoded + 1, 0), (real, empty_epoch, element)
 
   ds = epochs.scan(tf.constant(0, tf.int64), count)
@@ -283,7 +284,8 @@ def _view_dataset(config: ml_collections.ConfigDict, shard: Shard, *, start_step
   # Last resort for files damaged inside (intact start and end): dropped, one line per epoch;
   # the stream stays deterministic, though such a drop shifts later batch boundaries. It
   # ends after an epoch that decoded nothing (the source then raises).
-  ds = _skip_undecodable(tf.data.Dataset.counter(first_epoch).flat_map(epoch), shard.where)
+  ds = _skip_undecodable(tf.data.Dataset.counter(first_epoch).flat_map(epoch), shard.where,
+                         shard.size)
   ds = ds.batch(batch, drop_remainder=True).prefetch(data.prefetch_batches)
   return ds.with_options(options)
 
@@ -485,7 +487,7 @@ class StreamingLabelledSource:
     ds = _decoded_epoch(ds.enumerate(), example, expected=tf.constant(self._count, tf.int64),
                         epoch=tf.constant(index, tf.int64), empty=padding)
     # Undecodable records are dropped (one line per epoch): padding takes their rows.
-    ds = _skip_undecodable(ds, self._where).concatenate(
+    ds = _skip_undecodable(ds, self._where, self._count).concatenate(
         tf.data.Dataset.from_tensors(padding).repeat(rows)).take(rows)
     ds = ds.batch(self._local, drop_remainder=True)
     options = tf.data.Options()
