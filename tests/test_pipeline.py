@@ -181,3 +181,22 @@ def test_missing_data_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="divisible"):
     c.batch_size = 9
     tf_input.build_dataset(c, start_step=0, process_index=0, process_count=2)
+
+
+def test_undecodable_records_are_dropped_and_only_a_whole_empty_epoch_ends_the_stream():
+  """Epochs as the streams build them: a resumed stream's partial first epoch may decode
+  nothing; a whole epoch that decodes nothing ends the stream (the sources then raise)."""
+  size = 4
+  epochs = [["x", "x"], ["1", "x", "2", "x"], ["x"] * size, ["3"] * size]  # first: resumed
+  records = tf.data.Dataset.from_tensor_slices(sum(epochs, []))
+  lengths = tf.constant([len(e) for e in epochs], tf.int64)
+  starts = tf.cumsum(lengths, exclusive=True)
+
+  def epoch(e):
+    return tf_input._decoded_epoch(  # pylint: disable=protected-access
+        records.skip(starts[e]).take(lengths[e]), lambda r: tf.strings.to_number(r, tf.int32),
+        expected=lengths[e], epoch=e, empty=tf.constant(0))
+
+  stream = tf_input._skip_undecodable(  # pylint: disable=protected-access
+      tf.data.Dataset.range(len(epochs)).flat_map(epoch), "root", size)
+  assert list(stream.as_numpy_iterator()) == [1, 2]

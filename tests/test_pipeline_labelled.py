@@ -107,7 +107,8 @@ def test_missing_split_folder_and_pad_crop_size_are_clear(folder_config):
   config.eval.transform = config_lib.eval_transform(SIDE, SIDE, "pad_random")
   source = data.create_labelled_source(config, parallel.make_mesh(), split="val",
                                        train=True, batch_size=8)
-  with pytest.raises(tf.errors.InvalidArgumentError, match="pad_random"):
+  with pytest.raises(ValueError, match="train_crop='pad_random' needs images of 16 px.*"
+                     "random_resized"):
     list(source.epoch(0))
 
 
@@ -129,3 +130,28 @@ def test_mock_tfds_eval_pass_with_labels_and_metadata_classes():
                                         subset=data.Subset(fraction=0.5, seed=1))
     assert 0 < train.num_examples < 19
     assert next(iter(train.epoch(0)))["image"].shape == (8, SIDE, SIDE, 3)
+
+
+def test_undecodable_images_become_padding_and_an_all_undecodable_split_is_refused(
+    folder_config, tmp_path):
+  """Files damaged inside (intact start and end markers) are dropped, their rows padded;
+  a split none of whose images decodes is one ValueError naming the folder."""
+  root = tmp_path / "root"
+  write_split(root / "train", 4, 0)
+  for i in range(3):
+    (root / "train" / "ant" / f"bad{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage\xff\xd9")
+  config = folder_config.copy_and_resolve_references()
+  config.data.path = str(root / "train")
+  source = data.create_labelled_source(config, parallel.make_mesh(), split="train",
+                                       train=False, batch_size=8)
+  batches = list(source.epoch(0))
+  assert source.num_examples == 7 and len(batches) == 1
+  assert sorted(ids_labels(batches)[0]) == [0, 1, 2, 3]
+  for cls in ("ant", "bee"):
+    for f in (root / "train" / cls).glob("im*.png"):
+      f.unlink()
+  source = data.create_labelled_source(config, parallel.make_mesh(), split="train",
+                                       train=False, batch_size=8)
+  with pytest.raises(ValueError, match=f"None of the 3 images of {root / 'train'} could be "
+                     "decoded"):
+    list(source.epoch(0))

@@ -244,6 +244,9 @@ def base_config() -> ml_collections.ConfigDict:
       # Held-out split the accuracies are measured on. ImageNet: "validation", as the
       # official evaluate.py (tfds imagenet2012's "test" split has no labels: all -1).
       split="validation",
+      # An .npz without '{split}_images' for the held-out split: False refuses it; True
+      # evaluates on the training arrays ('images'/'labels'), i.e. reports train accuracy.
+      allow_train_as_test=False,
       compare_random=False,       # after training: kNN/linear probe vs a random encoder
       feature_batch=512,          # images per forward pass when extracting features
       knn_every_steps=0,          # kNN monitor during pretraining every N steps; 0 = off

@@ -44,6 +44,11 @@ def list_image_folder(root: str, missing_hint: str) -> tuple[list[str], list[int
   if not os.path.isdir(root):
     raise FileNotFoundError(f"Image folder {root!r} does not exist; {missing_hint}")
   classes = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
+  if not classes:
+    flat = sum(_is_complete_image(os.path.join(root, name)) for name in os.listdir(root))
+    raise FileNotFoundError(f"Image folder {root!r} has {flat} images but no class "
+                            f"sub-folders; the layout is {root}/<class>/*.jpg (one sub-folder "
+                            "per class; for pretraining any one sub-folder will do).")
   files, labels, skipped = [], [], 0
   for index, cls in enumerate(classes):
     folder = os.path.join(root, cls)

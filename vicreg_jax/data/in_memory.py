@@ -44,9 +44,17 @@ class MemoryViewSource:
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, with_labels: bool = False,
                num_classes: int = 0):
-    images, labels = datasets.load_arrays(config.data, config.data.split)
+    images, labels = datasets.load_arrays(
+        config.data, config.data.split,
+        labels_needed_by="the online probe (or set --config.model.online_probe_classes=0)"
+        if with_labels else "")
     if with_labels:
-      datasets.check_labels(config.data, labels, num_classes)
+      datasets.check_labels(
+          labels, num_classes, what=f"{config.data.name} split {config.data.split!r}",
+          unlabelled_fix="the online probe needs labels: use a labelled split or set "
+          "--config.model.online_probe_classes=0.",
+          range_fix=f"--config.model.online_probe_classes={num_classes}; set it to "
+          "{needed}.")
     self.num_examples = len(images)
     parallel.check_batch_divisible(config.batch_size, mesh)
     if config.batch_size > self.num_examples:
@@ -124,7 +132,9 @@ class MemoryLabelledSource:
 
   def __init__(self, config: ml_collections.ConfigDict, mesh, *, split: str, train: bool,
                batch_size: int, subset: Subset | None = None, num_classes: int = 0):
-    images, labels = datasets.load_arrays(config.data, split)
+    images, labels = datasets.load_arrays(
+        config.data, split, train_fallback=datasets.train_fallback_allowed(config, split),
+        labels_needed_by="evaluation")
     geometry.check_transform(config.eval.transform, images.shape[1:])
     parallel.check_batch_divisible(batch_size, mesh)
     ids = datasets.load_ids(config.data, split, len(images))
@@ -132,6 +142,7 @@ class MemoryLabelledSource:
     images, labels = images[keep], labels[keep]
     self.num_examples = len(images)
     self.num_classes = num_classes or int(labels.max()) + 1
+    datasets.check_eval_labels(config, labels, split, self.num_classes)
     self.steps_per_epoch = math.ceil(self.num_examples / batch_size)
     self._batch_size, self._train = batch_size, train
     self._images = parallel.replicate(mesh, images)

@@ -86,11 +86,13 @@ class Shard(NamedTuple):
   read: records -> encoded image bytes (``tf.io.read_file`` or the identity).
   shuffle_buffer: records mixed per epoch.
   size: records per epoch on this process (equal on all processes).
+  where: the folder or tfds name, for messages.
   """
   records: Any
   read: Callable[[Any], Any]
   shuffle_buffer: int
   size: int
+  where: str
 
 
 def _folder_shard(data: ml_collections.ConfigDict, process_index: int,
@@ -98,7 +100,7 @@ def _folder_shard(data: ml_collections.ConfigDict, process_index: int,
   files = list_image_files(data.path, process_index, process_count)
   # File names are small: shuffle them all each epoch (folders are sorted by class).
   return Shard(tf.data.Dataset.from_tensor_slices(files), tf.io.read_file, len(files),
-               len(files))
+               len(files), data.path)
 
 
 def _tfds_shard(data: ml_collections.ConfigDict, process_index: int,
@@ -114,7 +116,8 @@ def _tfds_shard(data: ml_collections.ConfigDict, process_index: int,
   size = int(ds.cardinality())
   if size < 0:  # unknown cardinality (not written by tfds): fall back to the metadata
     size = builder.info.splits[data.split].num_examples // process_count
-  return Shard(ds.map(lambda ex: ex["image"]), lambda x: x, data.shuffle_buffer, size)
+  return Shard(ds.map(lambda ex: ex["image"]), lambda x: x, data.shuffle_buffer, size,
+               f"tfds {data.name} {data.split!r}")
 
 
 def sample_crop_window(shape, seed, scale: Sequence[float], ratio: Sequence[float]):
@@ -180,6 +183,52 @@ def _crop_view(contents, seed, augment_config: ml_collections.ConfigDict,
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, UINT8_MAX), tf.uint8)
 
 
+def _decoded_epoch(records, decode: Callable, *, expected, epoch, empty: dict):
+  """One epoch of ``decode``d records, then its end-of-epoch marker.
+
+  ``decode`` runs in parallel; records it fails on (files damaged inside, with intact start
+  and end) are dropped without a log line each. Elements are ``(real, expected, epoch,
+  element)``: ``(True, 0, epoch, decoded)`` per decoded record, then ``(False, expected,
+  epoch, empty)`` with ``expected`` (int64) the records fed in. :func:`_skip_undecodable`
+  consumes them.
+  """
+  none = tf.constant(0, tf.int64)
+  decoded = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(
+      log_warning=False).map(lambda element: (True, none, epoch, element))
+  return decoded.concatenate(tf.data.Dataset.from_tensors((False, expected, epoch, empty)))
+
+
+def _skip_undecodable(epochs, where: str, epoch_size: int):
+  """The decoded elements of a stream of :func:`_decoded_epoch` epochs, markers removed.
+
+  At each epoch's end, one line on stderr counts the records of ``where`` that could not
+  be decoded; the stream ends after a whole epoch (``epoch_size`` records; not the rest of
+  one a resumed stream starts in) that decoded none: an endless stream of such epochs would
+  never yield a batch.
+  """
+  def count(decoded, item):
+    real, expected, epoch, element = item
+    skipped = expected - decoded
+    warn = tf.logical_and(tf.logical_not(real), skipped > 0)
+    tf.cond(warn, lambda: tf.print(
+        "WARNING: skipped", skipped, "of", expected, "images of", where, "in epoch", epoch,
+        "that could not be decoded (damaged inside); remove or re-encode them."),
+            tf.no_op)
+    empty_epoch = tf.logical_not(real) & tf.equal(decoded, 0) & tf.equal(expected, epoch_size)
+    return tf.where(real, decoded + 1, 0), (real, empty_epoch, element)
+
+  ds = epochs.scan(tf.constant(0, tf.int64), count)
+  ds = ds.take_while(lambda real, empty_epoch, element: tf.logical_not(empty_epoch))
+  return ds.filter(lambda real, empty_epoch, element: real).map(
+      lambda real, empty_epoch, element: element)
+
+
+def _undecodable_error(where: str, records: int) -> ValueError:
+  return ValueError(f"None of the {records} images of {where} could be decoded in a whole "
+                    "epoch: they are damaged inside (their start and end bytes look intact). "
+                    "Remove or re-encode them, e.g. with PIL.")
+
+
 def _view_shard(config: ml_collections.ConfigDict, process_index: int,
                 process_count: int) -> Shard:
   """This process's view records (folder files or tfds examples); checks the batch split."""
@@ -202,16 +251,21 @@ def _view_dataset(config: ml_collections.ConfigDict, shard: Shard, *, start_step
   batch = config.batch_size // process_count
   seed = tf.constant(config.seed, tf.int64)
 
+  first = start_step * batch
+  first_epoch, offset = first // shard.size, first % shard.size
+  empty = {name: tf.zeros([config.augment.image_size] * 2 + [3], tf.uint8)
+           for name in VIEW_NAMES}
+
   def epoch(e):
-    """Epoch e of the shard: shuffled from (seed, e), with global positions."""
+    """Epoch e of the shard (shuffled from (seed, e), global positions), decoded."""
     epoch_seed = tf.random.stateless_uniform([], seed=tf.stack([seed, e]), minval=None,
                                              maxval=None, dtype=tf.int64)
-    return shard.records.shuffle(shard.shuffle_buffer, seed=epoch_seed).enumerate(
-        e * shard.size)
-
-  first = start_step * batch
-  records = tf.data.Dataset.counter(first // shard.size).flat_map(epoch)
-  records = records.skip(first % shard.size)  # before reading and decoding: cheap
+    # The resumed epoch skips the records already used, before reading and decoding: cheap.
+    skip = tf.where(tf.equal(e, first_epoch), tf.constant(offset, tf.int64),
+                    tf.constant(0, tf.int64))
+    records = shard.records.shuffle(shard.shuffle_buffer, seed=epoch_seed).enumerate(
+        e * shard.size).skip(skip)
+    return _decoded_epoch(records, views, expected=shard.size - skip, epoch=e, empty=empty)
 
   def views(position, record):
     contents = shard.read(record)
@@ -227,9 +281,11 @@ def _view_dataset(config: ml_collections.ConfigDict, shard: Shard, *, start_step
   options.threading.max_intra_op_parallelism = 1  # parallelism comes from the maps
   if data.threads:
     options.threading.private_threadpool_size = data.threads
-  # Last resort for files damaged inside (intact start and end): dropped with a warning; the
-  # stream stays deterministic, though such a drop shifts later batch boundaries.
-  ds = records.map(views, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+  # Last resort for files damaged inside (intact start and end): dropped, one line per epoch;
+  # the stream stays deterministic, though such a drop shifts later batch boundaries. It
+  # ends after an epoch that decoded nothing (the source then raises).
+  ds = _skip_undecodable(tf.data.Dataset.counter(first_epoch).flat_map(epoch), shard.where,
+                         shard.size)
   ds = ds.batch(batch, drop_remainder=True).prefetch(data.prefetch_batches)
   return ds.with_options(options)
 
@@ -246,7 +302,8 @@ def build_dataset(config: ml_collections.ConfigDict, *, start_step: int, process
 
   Returns:
     ``(dataset, num_examples)``: an infinite dataset of dicts of uint8
-    [batch_size // process_count, S, S, 3], and the global number of examples per epoch.
+    [batch_size // process_count, S, S, 3] (it ends only after an epoch in which no record
+    could be decoded), and the global number of examples per epoch.
   """
   shard = _view_shard(config, process_index, process_count)
   return (_view_dataset(config, shard, start_step=start_step, process_index=process_index,
@@ -272,14 +329,21 @@ class StreamingViewSource:
     self.steps_per_epoch = max(self.num_examples // config.batch_size, 1)
 
   def iterate(self, start_step: int = 0) -> Iterator[dict]:
-    """The batches of steps ``start_step, start_step + 1, ...`` (endless)."""
+    """The batches of steps ``start_step, start_step + 1, ...`` (endless).
+
+    Raises ValueError naming the folder or dataset after an epoch of this process's shard
+    in which no record could be decoded.
+    """
     host = _view_dataset(self._config, self._shard, start_step=start_step,
                          process_index=jax.process_index(),
                          process_count=jax.process_count()).as_numpy_iterator()
     ahead = collections.deque()
     while True:
       while len(ahead) <= self._config.data.device_prefetch:
-        ahead.append(parallel.host_to_global(self._mesh, next(host)))
+        local = next(host, None)
+        if local is None:
+          raise _undecodable_error(self._shard.where, self._shard.size)
+        ahead.append(parallel.host_to_global(self._mesh, local))
       yield ahead.popleft()
 
 
@@ -299,21 +363,26 @@ def _eval_crop(contents, transform: ml_collections.ConfigDict):
 
 
 def _train_crop(contents, seed, transform: ml_collections.ConfigDict):
-  """Random crop (``random_resized`` bilinear, or ``pad_random``) then a random flip."""
+  """Random crop (``random_resized`` bilinear, or ``pad_random``) then a random flip.
+
+  Returns the uint8 [S, S, 3] crop and a bool: False for a ``pad_random`` image that is not
+  S x S (its crop is then all zeros; the caller refuses it), True otherwise. Not an
+  assertion: those errors would be taken for damaged files and dropped.
+  """
   seeds = tf.random.experimental.stateless_split(seed, 2)
   s = transform.image_size
+  size_ok = tf.constant(True)
   if transform.train_crop == "pad_random":
     image = _decode_rgb(contents)
-    tf.debugging.assert_equal(
-        tf.shape(image)[:2], [s, s],
-        message=f"train_crop='pad_random' needs images of {s} px; use 'random_resized'.")
+    size_ok = tf.reduce_all(tf.equal(tf.shape(image)[:2], [s, s]))
     p = transform.pad
     padded = tf.pad(image, [[p, p], [p, p], [0, 0]])
-    crop = tf.image.stateless_random_crop(padded, [s, s, 3], seeds[0])
+    crop = tf.cond(size_ok, lambda: tf.image.stateless_random_crop(padded, [s, s, 3], seeds[0]),
+                   lambda: tf.zeros([s, s, 3], tf.uint8))
   else:
     crop = _crop_view(contents, seeds[0], transform, method="bilinear")
   flip = tf.random.stateless_uniform([], seeds[1]) < transform.flip_prob
-  return tf.where(flip, tf.reverse(crop, axis=[1]), crop)
+  return tf.where(flip, tf.reverse(crop, axis=[1]), crop), size_ok
 
 
 class StreamingLabelledSource:
@@ -340,7 +409,8 @@ class StreamingLabelledSource:
     self._config, self._train, self._mesh = config, train, mesh
     data = config.data
     if data.source == "folder":
-      files, labels, classes = list_labelled_files(split_folder(data, split))
+      self._where = split_folder(data, split)
+      files, labels, classes = list_labelled_files(self._where)
       keep = select_indices([os.path.basename(f) for f in files], subset)
       files, labels = [files[i] for i in keep], [labels[i] for i in keep]
       self.num_examples = len(files)
@@ -351,6 +421,7 @@ class StreamingLabelledSource:
       self._shuffle_buffer = max(self._count, 1)
       counts = [len(files[i::pc]) for i in range(pc)]
     else:
+      self._where = f"tfds {data.name} {split!r}"
       records, self.num_classes = self._tfds_records(data, split, subset, pi, pc)
       self.num_classes = num_classes or self.num_classes
       self._records, self._read = records, lambda x: x
@@ -403,19 +474,31 @@ class StreamingLabelledSource:
       contents, label = self._read(record[0]), record[1]
       if self._train:
         element = (index * self._count + position) * jax.process_count() + process
-        image = _train_crop(contents, tf.stack([seed, element]), transform)
+        image, size_ok = _train_crop(contents, tf.stack([seed, element]), transform)
       else:
-        image = _eval_crop(contents, transform)
-      return {"image": image, "label": tf.cast(label, tf.int32), "weight": tf.constant(1.0)}
+        image, size_ok = _eval_crop(contents, transform), tf.constant(True)
+      return {"image": image, "label": tf.cast(label, tf.int32), "weight": tf.constant(1.0),
+              "size_ok": size_ok}
 
     s = transform.image_size
-    padding = tf.data.Dataset.from_tensors({
-        "image": tf.zeros([s, s, 3], tf.uint8), "label": tf.constant(0, tf.int32),
-        "weight": tf.constant(0.0)}).repeat(self.steps_per_epoch * self._local - self._count)
-    ds = ds.enumerate().map(example, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.concatenate(padding).batch(self._local, drop_remainder=True)
+    padding = {"image": tf.zeros([s, s, 3], tf.uint8), "label": tf.constant(0, tf.int32),
+               "weight": tf.constant(0.0), "size_ok": tf.constant(True)}
+    rows = self.steps_per_epoch * self._local
+    ds = _decoded_epoch(ds.enumerate(), example, expected=tf.constant(self._count, tf.int64),
+                        epoch=tf.constant(index, tf.int64), empty=padding)
+    # Undecodable records are dropped (one line per epoch): padding takes their rows.
+    ds = _skip_undecodable(ds, self._where, self._count).concatenate(
+        tf.data.Dataset.from_tensors(padding).repeat(rows)).take(rows)
+    ds = ds.batch(self._local, drop_remainder=True)
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.prefetch(config.data.prefetch_batches).with_options(options)
-    for local_batch in ds.as_numpy_iterator():
+    for step, local_batch in enumerate(ds.as_numpy_iterator()):
+      # Real rows come first, so an epoch that decoded nothing starts with a padding row.
+      if not step and self._count and not local_batch["weight"][0]:
+        raise _undecodable_error(self._where, self._count)
+      if not local_batch.pop("size_ok").all():
+        raise ValueError(f"--config.eval.transform.train_crop='pad_random' needs images of "
+                         f"{s} px, but {self._where} has others; use train_crop="
+                         "'random_resized' or resize the images.")
       yield parallel.host_to_global(self._mesh, local_batch)
