@@ -118,6 +118,8 @@ def test_damaged_latest_checkpoint_falls_back_and_incompatible_config_is_refused
   result = train.train_and_evaluate(tiny_config(num_train_steps=10), str(tmp_path))
   assert "unreadable" in caplog.text and int(result.state.step) == 10
   assert complete_steps(tmp_path)[-1] == 10
+  logged = [json.loads(l)["step"] for l in open(tmp_path / "metrics.jsonl")]
+  assert logged == [2, 4, 6, 8, 10]  # the lines kept up to step 6, step 8 once (the redo)
 
   other = tiny_config(num_train_steps=12)
   other.model.arch = "resnet34"

@@ -1,5 +1,6 @@
 """The pretraining step and loop: sharding invariance, learning, checkpoints, resume."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -81,20 +82,14 @@ def test_loop_learns_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
     """Pretends a SIGTERM arrives after 3 steps."""
     checks = 0
 
-    def __init__(self):
-      pass
-
-    def restore(self):
-      pass
-
-    @property
-    def requested(self):
+    def is_set(self):
       StopAfter.checks += 1
       return StopAfter.checks > 3
 
-  monkeypatch.setattr(train, "StopRequested", StopAfter)
+  monkeypatch.setattr(train.signals, "graceful_stop", lambda: contextlib.nullcontext(StopAfter()))
   first = train.train_and_evaluate(config, str(tmp_path / "resumed"))
-  assert int(first.state.step) < 8
+  assert int(first.state.step) < 8 and not first.finished
+  assert not (tmp_path / "resumed" / "export").exists()  # only a finished run exports
   monkeypatch.undo()
   resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert int(resumed.state.step) == 8

@@ -198,6 +198,12 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any,
   return None, 0
 
 
+def _no_checkpoints(directory: str) -> FileNotFoundError:
+  return FileNotFoundError(f"No checkpoints in {directory}; pass the --workdir of a pretraining "
+                           "run, or import weights into it first (python -m vicreg_jax.export "
+                           "--import_weights ... --workdir ...).")
+
+
 def restore_variables(workdir: str, step: int | None, mesh) -> tuple[dict, dict, int]:
   """The model variables of a pretraining (or imported) workdir, replicated on ``mesh``.
 
@@ -215,13 +221,14 @@ def restore_variables(workdir: str, step: int | None, mesh) -> tuple[dict, dict,
     DamagedCheckpointsError (one line, naming the other steps) for an unreadable one.
   """
   directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):  # checked first: the manager would create the folder
+    raise _no_checkpoints(directory)
   manager = ocp.CheckpointManager(directory, item_handlers={
       "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
   steps = manager.all_steps()
   if not steps:
-    raise FileNotFoundError(f"No checkpoints in {directory}; pass the --workdir of a "
-                            "pretraining run, or import weights into it first "
-                            "(python -m vicreg_jax.export --import_weights ... --workdir ...).")
+    manager.close()
+    raise _no_checkpoints(directory)
   step = max(steps) if step is None else step
   if step not in steps:
     raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")

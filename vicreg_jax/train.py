@@ -9,9 +9,10 @@ batch in float32, applies LARS and returns float32 metrics; the loop logs and ch
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import os
-import signal
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -24,12 +25,17 @@ import optax
 
 from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, parallel
 from vicreg_jax import config as config_lib
-from vicreg_jax import data, models, optim, rng as rng_lib, workdir as workdir_lib
+from vicreg_jax import data, models, optim, rng as rng_lib, signals
+from vicreg_jax import workdir as workdir_lib
 from vicreg_jax.evaluate import monitor as monitor_lib
 from vicreg_jax.data import augment
 
 # Values recorded at the first non-finite step, in this order, to name the offending term.
 NONFINITE_FIELDS = ("loss", "invariance", "variance", "covariance", "grad_norm", "update_norm")
+# Steps dispatched ahead of the last one known complete. One keeps the host preparing the next
+# step while the device runs the current one, and makes a stop take effect at the next step
+# boundary (a deeper queue would run on after a SIGINT/SIGTERM).
+MAX_STEPS_IN_FLIGHT = 1
 
 
 @flax.struct.dataclass
@@ -185,107 +191,159 @@ def nonfinite_message(state: TrainState) -> str:
 
 
 class TrainResult(NamedTuple):
-  """What :func:`train_and_evaluate` hands back: final state, last logged metrics, model."""
-  state: TrainState
+  """What :func:`train_and_evaluate` hands back.
+
+  ``state`` is None when the workdir already held the finished run (nothing was trained);
+  ``step`` is the step the run ended at: ``total_steps`` once finished, less when stopped.
+  """
+  state: TrainState | None
   metrics: dict[str, float]
   model: Any
+  step: int
+  total_steps: int
+  mesh: Any = None  # the device mesh the run used (the program's one mesh)
+
+  @property
+  def finished(self) -> bool:
+    return self.step >= self.total_steps
 
 
-class StopRequested:
-  """Set by SIGTERM/SIGINT (preemption): the loop saves a checkpoint and exits cleanly."""
+def _say(message: str) -> None:
+  """One console line of process 0 about what the run is doing."""
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
-  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-  def __init__(self):
-    self.requested = False
-    self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+def check_resumable(manager, config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses, before anything is built or compiled, to resume checkpoints of another run.
 
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
-    self.requested = True
+  Reads only the latest step's saved config. If that cannot be read, the step is damaged:
+  nothing is decided here and :func:`checkpoint.restore_latest` names the damage and falls
+  back to an older step (where it checks compatibility again).
+  """
+  latest = manager.latest_step()
+  if latest is None:
+    return
+  try:
+    saved = checkpoint.saved_config(manager, latest)
+  except Exception:  # pylint: disable=broad-except  (damage: handled by restore_latest)
+    return
+  checkpoint.check_compatible(saved, config, workdir)
 
-  def restore(self) -> None:
-    """Puts back the handlers that were installed before the run."""
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
+
+def _already_exported(workdir: str, step: int) -> bool:
+  """Whether ``workdir/export`` holds the backbone of ``step``."""
+  path = os.path.join(workdir, export.EXPORT_DIR, "backbone.json")
+  if not os.path.exists(path):
+    return False
+  with open(path, encoding="utf-8") as f:
+    return json.load(f).get("step") == step
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   """Pretrains (resuming from ``workdir`` if it holds checkpoints); returns the final state.
 
-  Validates the config and the device count before anything compiles, and holds the workdir
-  lock (process 0) for the whole run.
+  Validates the config, the device count and that the workdir can be written before
+  anything is created or compiled, and holds the workdir lock (process 0) for the whole run.
+  A SIGINT/SIGTERM (or a preemption notice) saves a checkpoint at the next step boundary and
+  returns a result that is not ``finished``; only a finished run exports its backbone.
   """
   config_lib.validate(config)
   parallel.initialize_distributed(**config.distributed)
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh)
+  workdir_lib.check_writable(workdir)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lib.exclusive(workdir, enabled=jax.process_index() == 0):
-    return _train(config, workdir, mesh)
+    manager = checkpoint.create_manager(workdir, config.checkpoint)
+    try:
+      return _train(config, workdir, mesh, manager)
+    finally:
+      manager.wait_until_finished()
+      manager.close()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, mesh) -> TrainResult:
-  """Set-up in one direction: dataset size, optimiser, state, restore, then the stream."""
+def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> TrainResult:
+  """Set-up in one direction: config check, dataset size, optimiser, state, restore, stream."""
+  check_resumable(manager, config, workdir)
   probe_classes = config.model.get("online_probe_classes", 0)
+  _say(f"Loading data ({config.data.source}: {config.data.name or config.data.path})...")
   source = data.create_view_source(config, mesh, with_labels=probe_classes > 0,
                                    num_classes=probe_classes)
   total_steps = config.num_train_steps or config.epochs * source.steps_per_epoch
+  model = models.create_model(config.model)
+  latest = manager.latest_step()
+  if latest == total_steps and _already_exported(workdir, total_steps):
+    _say(f"Already finished at step {total_steps}; outputs in {workdir} (checkpoints/, "
+         f"{metrics_lib.METRICS_FILE}, {export.EXPORT_DIR}/). Nothing to do.")
+    return TrainResult(None, {}, model, total_steps, total_steps, mesh)
   tx, schedule = optim.create_optimizer(
       config.optim, global_batch=config.batch_size, steps_per_epoch=source.steps_per_epoch,
       total_steps=total_steps)
-  model = models.create_model(config.model)
   state = create_train_state(config, model, tx, mesh)
-  manager = checkpoint.create_manager(workdir, config.checkpoint)
   start_step = 0
-  if manager.latest_step() is not None:  # None: a fresh workdir (step 0 only when imported)
+  if latest is not None:  # None: a fresh workdir (step 0 only when imported)
+    _say(f"Restoring step {latest} from {checkpoint.checkpoint_dir(workdir)}...")
     restored, start_step = checkpoint.restore_latest(manager, state, config, workdir)
     state = restored if restored is not None else state
-    logging.info("Resumed from step %d in %s.", start_step, workdir)
+    _say(f"Resuming at step {start_step} of {total_steps}.")
   batches = source.iterate(start_step)
-
-  step_fn = compile_train_step(make_train_step(config, model, tx, schedule), mesh)
+  batch = next(batches)
+  _say("Compiling the training step...")
+  started = time.perf_counter()
+  step_fn = compile_train_step(make_train_step(config, model, tx, schedule), mesh).lower(
+      state, batch).compile()
+  _say(f"Compiled in {time.perf_counter() - started:.0f} s; training steps {start_step + 1} "
+       f"to {total_steps}.")
   knn_every = config.eval.knn_every_steps
   knn_monitor = monitor_lib.KnnMonitor(config, mesh, model) if knn_every > 0 else None
-  writer = metrics_lib.MetricWriter(workdir)
+  writer = metrics_lib.MetricWriter(workdir, start_step=start_step)
   progress = metrics_lib.Progress(total_steps, config.batch_size, start_step)
-  stop = StopRequested()
   last = {}
+  in_flight = collections.deque()  # metrics of dispatched steps, oldest first
+  done = start_step
   try:
-    for step in range(start_step, total_steps):
-      state, step_metrics = step_fn(state, next(batches))
-      done = step + 1
-      stop_now = stop.requested or manager.reached_preemption(done)
-      save_now = stop_now or done == total_steps or manager.should_save(done)
-      log_now = done % config.log_every_steps == 0 or done == total_steps or stop_now
-      if (save_now or log_now) and config.nonfinite == "stop":
-        # Checked before saving, so no checkpoint is ever written after a non-finite step.
-        if int(state.first_nonfinite_step) >= 0:
-          raise FloatingPointError(nonfinite_message(state))
-      if knn_monitor is not None and (done % knn_every == 0 or done == total_steps):
-        knn_metrics = knn_monitor(state)
-        writer.write(done, knn_metrics)
-        if progress.is_active:
-          print(f"step {done}/{total_steps}  kNN top-1 {knn_metrics['knn_top1']:.2f}%  "
-                f"top-5 {knn_metrics['knn_top5']:.2f}%", flush=True)
-      if log_now:
-        last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        writer.write(done, last)
-        if progress.is_active:
-          print(progress.line(done, last), flush=True)
-      if save_now:
-        checkpoint.save(manager, done, state, config, force=True)
-      if stop_now:
-        logging.warning("Stopped at step %d; rerun the same command to resume.", done)
-        break
+    with signals.graceful_stop() as stop:
+      while done < total_steps:
+        state, step_metrics = step_fn(state, batch if done == start_step else next(batches))
+        done += 1
+        in_flight.append(step_metrics)
+        if len(in_flight) > MAX_STEPS_IN_FLIGHT:  # bounds the reaction time to a stop
+          jax.block_until_ready(in_flight.popleft())
+        stop_now = stop.is_set() or manager.reached_preemption(done)
+        save_now = stop_now or done == total_steps or manager.should_save(done)
+        log_now = done % config.log_every_steps == 0 or done == total_steps or stop_now
+        if (save_now or log_now) and config.nonfinite == "stop":
+          # Checked before saving, so no checkpoint is ever written after a non-finite step.
+          if int(state.first_nonfinite_step) >= 0:
+            raise FloatingPointError(nonfinite_message(state))
+        if knn_monitor is not None and (done % knn_every == 0 or done == total_steps):
+          knn_metrics = knn_monitor(state)
+          writer.write(done, knn_metrics)
+          if progress.is_active:
+            print(f"step {done}/{total_steps}  kNN top-1 {knn_metrics['knn_top1']:.2f}%  "
+                  f"top-5 {knn_metrics['knn_top5']:.2f}%", flush=True)
+        if log_now:
+          last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+          writer.write(done, last)
+          if progress.is_active:
+            print(progress.line(done, last), flush=True)
+        if save_now:
+          checkpoint.save(manager, done, state, config, force=True)
+        if stop_now:
+          manager.wait_until_finished()
+          logging.warning("Stopped at step %d of %d and saved it to %s; rerun the same "
+                          "command to resume.", done, total_steps,
+                          checkpoint.checkpoint_dir(workdir))
+          break
   finally:
-    stop.restore()
-    manager.wait_until_finished()
-    manager.close()
     writer.close()
-  if int(state.step) == total_steps:
+  if done == total_steps:
     out = export.export_backbone({"params": state.params, "batch_stats": state.batch_stats},
                                  config.model, os.path.join(workdir, export.EXPORT_DIR),
                                  step=total_steps)
-    logging.info("Exported the backbone to %s.", out)
-  return TrainResult(state, last, model)
+    manager.wait_until_finished()
+    _say(f"Finished step {total_steps}. Checkpoints: {checkpoint.checkpoint_dir(workdir)}; "
+         f"metrics: {os.path.join(workdir, metrics_lib.METRICS_FILE)} (TensorBoard: "
+         f"{os.path.join(workdir, 'tensorboard')}); backbone: {out}.")
+  return TrainResult(state, last, model, done, total_steps, mesh)

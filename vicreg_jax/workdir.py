@@ -2,7 +2,8 @@
 
 Process 0 of a run holds ``workdir/run.lock`` (host name and PID) while it trains. A second
 run pointed at the same workdir refuses to start; a lock left behind by a process that no
-longer exists on this host (crash, SIGKILL) is taken over with a warning.
+longer exists on this host (crash, SIGKILL) is taken over with a warning. ``check_writable``
+tells, before anything is created, whether a run could write there.
 """
 
 from __future__ import annotations
@@ -12,13 +13,37 @@ import json
 import logging
 import os
 import socket
+import tempfile
 from typing import Iterator
+
+from vicreg_jax import signals
 
 LOCK_FILE = "run.lock"
 
 
 class WorkdirBusyError(RuntimeError):
   """Another live run holds the workdir."""
+
+
+def check_writable(path: str, flag: str = "--workdir") -> None:
+  """Raises PermissionError naming ``flag`` unless ``path`` can be created and written.
+
+  Creates nothing: it probes (with a temporary file, removed at once) ``path`` if it exists,
+  else its deepest existing ancestor, in which the missing folders would be created.
+  """
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  reason = "" if os.path.isdir(existing) else f"{existing} is not a directory"
+  if not reason:
+    try:
+      with tempfile.TemporaryFile(dir=existing):
+        pass
+    except OSError as err:
+      reason = f"{existing}: {err.strerror}"
+  if reason:
+    raise PermissionError(f"{flag} {path} is not writable ({reason}); choose a directory you "
+                          "can write to.")
 
 
 def _alive(pid: int) -> bool:
@@ -72,8 +97,12 @@ def exclusive(workdir: str, enabled: bool = True) -> Iterator[None]:
           f"Another run (host {owner.get('host', '?')}, PID {owner.get('pid', '?')}) is using "
           f"--workdir {workdir}. Wait for it to finish, stop it, or choose another workdir. "
           f"If no such run exists, delete {path}.")
-  try:
-    yield
-  finally:
+  def release():
     with contextlib.suppress(FileNotFoundError):
       os.remove(path)
+
+  try:
+    with signals.on_abort(release):  # a signal that exits at once still frees the workdir
+      yield
+  finally:
+    release()

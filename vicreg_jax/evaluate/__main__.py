@@ -7,7 +7,7 @@ results go to ``W/eval/<protocol>.json``. Override any knob as in training, e.g.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from vicreg_jax import cli
@@ -37,4 +37,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-  app.run(cli.user_errors_main(run))
+  cli.run(run)

@@ -4,7 +4,7 @@ Both encoders have the same architecture; the random one is freshly initialised 
 seed. Both go through the evaluation protocols of ``config.eval`` (:mod:`vicreg_jax.evaluate.run`:
 evaluation crops for kNN, the linear probe on images or, with ``eval.linear.on_features``,
 on features extracted once). Results are printed as a table and written to
-``workdir/eval.json``.
+``workdir/eval.json`` (``EVAL_FILE``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import ml_collections
 from vicreg_jax import models
 from vicreg_jax.evaluate import run
 
+EVAL_FILE = "eval.json"
+
 
 def evaluate_encoder(config: ml_collections.ConfigDict, mesh, backbone, variables: dict
                      ) -> dict[str, float]:
@@ -28,13 +30,15 @@ def evaluate_encoder(config: ml_collections.ConfigDict, mesh, backbone, variable
           "linear_best_top1": probe["best_top1"]}
 
 
-def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str, result,
-                             mesh) -> dict:
-  """Evaluates ``result`` (a TrainResult) and a random encoder on ``mesh`` (the one training
-  ran on); prints and saves the table."""
+def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str,
+                             variables: dict, mesh) -> dict:
+  """Evaluates the trained model's encoder and a random one; prints and saves the table.
+
+  ``variables``: the VICReg model's ``{"params", "batch_stats"}`` (e.g. of the final
+  ``TrainState``); ``mesh``: the program's device mesh (the one training ran on).
+  """
   backbone = models.create_backbone(config.model)
-  trained = models.backbone_variables(
-      {"params": result.state.params, "batch_stats": result.state.batch_stats})
+  trained = models.backbone_variables(variables)
   random_init = run.random_encoder(backbone, config.seed + 1)
   rows = {"VICReg-pretrained": evaluate_encoder(config, mesh, backbone, trained),
           "random init": evaluate_encoder(config, mesh, backbone, random_init)}
@@ -43,6 +47,6 @@ def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str, re
     for name, r in rows.items():
       print(f"{name:>18} {r['knn_top1']:>9.1f}% {r['linear_top1']:>12.1f}% "
             f"{r['linear_best_top1']:>12.1f}%")
-    with open(os.path.join(workdir, "eval.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(workdir, EVAL_FILE), "w", encoding="utf-8") as f:
       json.dump(rows, f, indent=2)
   return rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from vicreg_jax import cli, parallel
 from vicreg_jax import config as config_lib
@@ -49,4 +49,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-  app.run(cli.user_errors_main(run))
+  cli.run(run)
