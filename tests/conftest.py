@@ -1,10 +1,14 @@
-"""Test set-up: 8 simulated CPU devices, set before JAX initialises a backend.
+"""Test set-up and shared helpers: 8 simulated CPU devices, one compilation cache, tiny runs.
 
-A persistent compilation cache (one per test session) lets repeated runs of the same
-training program (resume tests, exports) skip XLA compilation.
+The devices are set before JAX initialises a backend. One persistent compilation cache
+(per test session) serves the in-process tests and every CLI subprocess, so repeated runs of
+the same program (resume tests, exports, evaluations) skip XLA compilation.
 """
 
 import os
+import pathlib
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,7 +17,55 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 NUM_DEVICES = 8
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "configs"
+TINY_RECIPE = f"{CONFIG_DIR}/demo.py:tiny"
+# A hang guard for CLI subprocesses, not a speed check: a tiny run takes seconds on an idle
+# machine but minutes on two cores shared with other jobs.
+SUBPROCESS_TIMEOUT = 900
+XLA_CACHE_DIR = tempfile.mkdtemp(prefix="vicreg_jax_test_xla_cache_")
+
 jax.config.update("jax_num_cpu_devices", NUM_DEVICES)
-jax.config.update("jax_compilation_cache_dir",
-                  tempfile.mkdtemp(prefix="vicreg_jax_test_xla_cache_"))
+jax.config.update("jax_compilation_cache_dir", XLA_CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def tiny_config(**overrides):
+  """``configs/demo.py:tiny`` (a few steps of a tiny ResNet-18) with dotted overrides."""
+  from vicreg_jax import config as config_lib  # after the devices are set, above
+  return config_lib.load_config_file(TINY_RECIPE, **overrides)
+
+
+def cli_env(devices: int = 1, cache: bool = True) -> dict:
+  """Environment of a CLI subprocess: ``devices`` CPU devices, this checkout, and the shared
+  compilation cache (``cache=False`` for a run that must compile)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
+             TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+  if cache:
+    env.update(JAX_COMPILATION_CACHE_DIR=XLA_CACHE_DIR,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return env
+
+
+def run_cli(module: str, *args, devices: int = 1, timeout: int = SUBPROCESS_TIMEOUT):
+  """Runs ``python -m <module> <args>`` to completion; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)], env=cli_env(devices),
+                        capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def main_cmd(workdir, *flags) -> list[str]:
+  """The pretraining CLI on the tiny recipe, as a subprocess command line."""
+  return [sys.executable, "-m", "vicreg_jax.main", f"--config={TINY_RECIPE}",
+          f"--workdir={workdir}", *map(str, flags)]
+
+
+def run_main(workdir, *flags, devices: int = 1):
+  """Runs :func:`main_cmd` to completion; returns the CompletedProcess."""
+  return subprocess.run(main_cmd(workdir, *flags), env=cli_env(devices), capture_output=True,
+                        text=True, timeout=SUBPROCESS_TIMEOUT, cwd=ROOT)
+
+
+def complete_steps(workdir) -> list[int]:
+  """The checkpoint steps present in ``workdir``."""
+  d = pathlib.Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in d.glob("*") if p.name.isdigit()) if d.exists() else []

@@ -2,20 +2,15 @@
 no silent restart when every checkpoint is unreadable, superseded metric lines dropped."""
 
 import json
-import pathlib
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import tiny_config
 from vicreg_jax import checkpoint, metrics, parallel
-from vicreg_jax import config as config_lib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def demo_config(**overrides):
-  return config_lib.load_config_file(f"{ROOT}/configs/demo.py:tiny", **overrides)
+demo_config = tiny_config
 
 
 def saved(**overrides):

@@ -9,14 +9,9 @@ import time
 
 import pytest
 
-from test_reliability import TIMEOUT, complete_steps, env, main_cmd, run_main
+from conftest import SUBPROCESS_TIMEOUT as TIMEOUT, cli_env, complete_steps, main_cmd, run_main
 
 STEP_LINE = "step {}/"
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("xla_cache"))
 
 
 @pytest.mark.parametrize("flag,message", [
@@ -39,8 +34,8 @@ def test_help_exits_0_and_names_where_config_keys_are(tmp_path):
   assert result.returncode == 0 and "vicreg_jax/config.py" in result.stdout
 
 
-def start(workdir, *flags, cache):
-  return subprocess.Popen(main_cmd(workdir, *flags), env=env(1, cache), cwd=pathlib.Path(
+def start(workdir, *flags, cache=True):
+  return subprocess.Popen(main_cmd(workdir, *flags), env=cli_env(1, cache), cwd=pathlib.Path(
       __file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
 
@@ -56,7 +51,7 @@ def read_until(proc, text):
 
 
 def test_ctrl_c_while_compiling_exits_at_once_in_one_line(tmp_path):
-  proc = start(tmp_path, cache=None)  # no cache: compiling takes seconds
+  proc = start(tmp_path, cache=False)  # no cache: compiling takes seconds
   read_until(proc, "Loading data")
   time.sleep(1.0)  # building the state: compiling its initialiser
   sent = time.perf_counter()
@@ -72,8 +67,8 @@ STEPS = ["--config.num_train_steps=30", "--config.log_every_steps=10"]
 LONG = [*STEPS, "--config.checkpoint.every_steps=1000", "--config.eval.compare_random=True"]
 
 
-def test_stop_takes_effect_at_the_next_step_and_skips_evaluation(tmp_path, cache):
-  proc = start(tmp_path, *LONG, cache=cache)
+def test_stop_takes_effect_at_the_next_step_and_skips_evaluation(tmp_path):
+  proc = start(tmp_path, *LONG)
   read_until(proc, STEP_LINE.format(10))
   sent = time.perf_counter()
   proc.send_signal(signal.SIGINT)
@@ -87,7 +82,7 @@ def test_stop_takes_effect_at_the_next_step_and_skips_evaluation(tmp_path, cache
   assert "rerun the same command to resume" in err
   assert not (tmp_path / "eval.json").exists() and not (tmp_path / "export").exists()
   # Resumed, then a second signal exits at once instead of waiting for the checkpoint.
-  proc = start(tmp_path, *LONG, cache=cache)
+  proc = start(tmp_path, *LONG)
   lines = read_until(proc, STEP_LINE.format(20))
   assert any(f"Restoring step {stopped}" in line for line in lines), lines
   proc.send_signal(signal.SIGINT)
@@ -99,15 +94,15 @@ def test_stop_takes_effect_at_the_next_step_and_skips_evaluation(tmp_path, cache
 
 
 def test_finished_run_is_not_redone_and_a_changed_model_is_refused_before_compiling(
-    tmp_path, cache):
-  first = run_main(tmp_path, *STEPS, cache=cache)
+    tmp_path):
+  first = run_main(tmp_path, *STEPS)
   assert first.returncode == 0, first.stderr[-2000:]
   assert f"backbone: {tmp_path}/export" in first.stdout
   exported = (tmp_path / "export" / "backbone.msgpack").stat().st_mtime_ns
-  again = run_main(tmp_path, *STEPS, cache=cache)
+  again = run_main(tmp_path, *STEPS)
   assert again.returncode == 0 and "Already finished at step 30" in again.stdout
   assert (tmp_path / "export" / "backbone.msgpack").stat().st_mtime_ns == exported
-  changed = run_main(tmp_path, *STEPS, "--config.model.base_width=8", cache=cache)
+  changed = run_main(tmp_path, *STEPS, "--config.model.base_width=8")
   assert changed.returncode != 0 and "config.model.base_width: 4 -> 8" in changed.stderr
   assert "Compiling" not in changed.stdout and "Loading data" not in changed.stdout
   lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]

@@ -1,36 +1,17 @@
 """Damaged checkpoints through the real CLIs: resume falls back and sets the damage aside,
 an all-damaged workdir is never silently restarted, export names the older steps."""
 
-import os
 import pathlib
-import subprocess
-import sys
 
-import pytest
-
+from conftest import TINY_RECIPE, run_cli
 from vicreg_jax import checkpoint
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TIMEOUT = 600
 FLAGS = ["--config.checkpoint.every_steps=2", "--config.log_every_steps=2"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("xla_cache"))
-
-
-def run(cache, *args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1", TF_CPP_MIN_LOG_LEVEL="2",
-             PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  return subprocess.run([sys.executable, "-m", *args], env=env, capture_output=True, text=True,
-                        timeout=TIMEOUT, cwd=ROOT)
-
-
-def train(cache, workdir, steps):
-  return run(cache, "vicreg_jax.main", f"--config={ROOT}/configs/demo.py:tiny",
-             f"--workdir={workdir}", f"--config.num_train_steps={steps}", *FLAGS)
+def train(workdir, steps):
+  return run_cli("vicreg_jax.main", f"--config={TINY_RECIPE}", f"--workdir={workdir}",
+                 f"--config.num_train_steps={steps}", *FLAGS)
 
 
 def steps_of(workdir, folder=checkpoint.CHECKPOINT_DIR):
@@ -46,21 +27,21 @@ def damage(workdir, step):
     f.unlink()
 
 
-def test_damaged_checkpoints_through_the_cli(tmp_path, cache):
+def test_damaged_checkpoints_through_the_cli(tmp_path):
   w = tmp_path / "w"
-  first = train(cache, w, 6)
+  first = train(w, 6)
   assert first.returncode == 0, first.stderr[-2000:]
   assert steps_of(w) == [2, 4, 6]
 
   # Export of a damaged latest step: one line naming it and the older steps, no traceback.
   damage(w, 6)
-  exported = run(cache, "vicreg_jax.export", f"--workdir={w}", f"--out={tmp_path / 'x'}")
+  exported = run_cli("vicreg_jax.export", f"--workdir={w}", f"--out={tmp_path / 'x'}")
   assert exported.returncode != 0
   assert "step 6" in exported.stderr and "--step" in exported.stderr and "[4, 2]" in exported.stderr
   assert "Traceback" not in exported.stderr
 
   # Resume: step 6 is named as unreadable, set aside, step 4 resumed, and saving works at once.
-  resumed = train(cache, w, 8)
+  resumed = train(w, 8)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "step 6" in resumed.stderr and "unreadable" in resumed.stderr
   assert steps_of(w, checkpoint.DAMAGED_DIR) == [6]
@@ -70,6 +51,6 @@ def test_damaged_checkpoints_through_the_cli(tmp_path, cache):
   for step in steps_of(w):
     damage(w, step)
   before = steps_of(w)
-  again = train(cache, w, 10)
+  again = train(w, 10)
   assert again.returncode != 0 and "Every checkpoint" in again.stderr and "mv " in again.stderr
   assert steps_of(w) == before

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vicreg_jax import config as config_lib
 from vicreg_jax import evaluate, optim
 from vicreg_jax.evaluate import linear
 

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+import conftest
 from vicreg_jax import checkpoint, export, interop, models, optim, parallel, train
 from vicreg_jax import config as config_lib
 from vicreg_jax import data
 from vicreg_jax.evaluate import classifier, run
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 NUM_CLASSES = 10
 
 
 def tiny_config(**overrides):
-  c = config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny", **overrides)
+  c = conftest.tiny_config(**overrides)
   c.eval.linear.batch_size = c.eval.finetune.batch_size = c.eval.feature_batch = 64
   return c
 
@@ -173,7 +173,7 @@ def test_export_import_round_trip_reproduces_features(finished_run, tmp_path):
   backbone, variables, _, _ = run.load_encoder(workdir, mesh=parallel.make_mesh())
   export.export_from_workdir(workdir, None, str(tmp_path / "exp"), "a", parallel.make_mesh())
   imported = str(tmp_path / "imported")
-  model_config = config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny")
+  model_config = conftest.tiny_config()
   export.import_into_workdir(str(tmp_path / "exp" / "backbone.safetensors"), model_config,
                              imported)
   back_backbone, back, step, _ = run.load_encoder(imported, mesh=parallel.make_mesh())

@@ -1,6 +1,5 @@
 """Online linear probe during pretraining: stop-gradient, learning, labels and validation."""
 
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -8,16 +7,12 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import tiny_config
 from vicreg_jax import config as config_lib
 from vicreg_jax import models, parallel, train
 from vicreg_jax.data import SyntheticViewSource, datasets, in_memory
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 PROBE = "online_probe"
-
-
-def tiny_config(**overrides):
-  return config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny", **overrides)
 
 
 def label_args(config):

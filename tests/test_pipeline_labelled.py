@@ -1,6 +1,5 @@
 """Streaming labelled batches (tf.data) for the probe and fine-tuning: folders and tfds."""
 
-import jax
 import numpy as np
 import pytest
 

@@ -3,7 +3,6 @@ non-finite steps, input validation of the CLI, and two-process (two-host) traini
 evaluation."""
 
 import json
-import os
 import pathlib
 import random
 import shutil
@@ -19,34 +18,12 @@ import numpy as np
 import pytest
 from flax import serialization
 
+import conftest
+from conftest import (ROOT, SUBPROCESS_TIMEOUT, TINY_RECIPE, cli_env, complete_steps, main_cmd,
+                      run_main)
 from vicreg_jax import checkpoint, optim, train
-from vicreg_jax import config as config_lib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TINY = [f"--config={ROOT}/configs/demo.py:tiny"]
-TIMEOUT = 300
-
-
-def env(devices=1, cache=None):
-  e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-           TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
-  if cache:
-    e.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  return e
-
-
-def main_cmd(workdir, *flags):
-  return [sys.executable, "-m", "vicreg_jax.main", *TINY, f"--workdir={workdir}", *flags]
-
-
-def run_main(workdir, *flags, devices=1, cache=None):
-  return subprocess.run(main_cmd(workdir, *flags), env=env(devices, cache), capture_output=True,
-                        text=True, timeout=TIMEOUT, cwd=ROOT)
-
-
-def complete_steps(workdir):
-  d = pathlib.Path(workdir) / checkpoint.CHECKPOINT_DIR
-  return sorted(int(p.name) for p in d.glob("*") if p.name.isdigit()) if d.exists() else []
+TIMEOUT = SUBPROCESS_TIMEOUT
 
 
 def wait_for_checkpoint(proc, workdir, min_step):
@@ -63,35 +40,30 @@ def exported(workdir):
   return jax.tree.leaves(serialization.msgpack_restore(data))
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("xla_cache"))
-
-
 RUN = ["--config.num_train_steps=40", "--config.checkpoint.every_steps=4",
        "--config.log_every_steps=4"]
 
 
-def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, cache):
-  full = run_main(tmp_path / "full", *RUN, cache=cache)
+def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path):
+  full = run_main(tmp_path / "full", *RUN)
   assert full.returncode == 0, full.stderr[-2000:]
-  proc = subprocess.Popen(main_cmd(tmp_path / "killed", *RUN), env=env(1, cache), cwd=ROOT,
+  proc = subprocess.Popen(main_cmd(tmp_path / "killed", *RUN), env=cli_env(1), cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   wait_for_checkpoint(proc, tmp_path / "killed", 4)
   time.sleep(random.uniform(0.0, 0.3))
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert complete_steps(tmp_path / "killed")[-1] < 40  # really interrupted
-  again = run_main(tmp_path / "killed", *RUN, cache=cache)  # same command: resumes
+  again = run_main(tmp_path / "killed", *RUN)  # same command: resumes
   assert again.returncode == 0, again.stderr[-2000:]
   for a, b in zip(exported(tmp_path / "full"), exported(tmp_path / "killed")):
     np.testing.assert_array_equal(a, b)  # bit for bit on CPU
 
 
-def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, cache):
+def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
   flags = ["--config.num_train_steps=100000", "--config.checkpoint.every_steps=50000",
            "--config.log_every_steps=50000"]
-  proc = subprocess.Popen(main_cmd(tmp_path, *flags), env=env(1, cache), cwd=ROOT,
+  proc = subprocess.Popen(main_cmd(tmp_path, *flags), env=cli_env(1), cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   wait_for_checkpoint(proc, tmp_path, 1)  # the first step is always saved
   time.sleep(0.5)
@@ -103,8 +75,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path, cache):
 
 
 def tiny_config(**overrides):
-  return config_lib.load_config_file(f"{ROOT}/configs/demo.py:tiny",
-                                     **{"checkpoint.max_to_keep": 3, **overrides})
+  return conftest.tiny_config(**{"checkpoint.max_to_keep": 3, **overrides})
 
 
 def test_damaged_latest_checkpoint_falls_back_and_incompatible_config_is_refused(tmp_path,
@@ -186,14 +157,14 @@ def free_port():
     return s.getsockname()[1]
 
 
-def run_two_processes(command, cache):
+def run_two_processes(command):
   """Runs ``command(*distributed_flags)`` as processes 0 and 1 (2 CPU devices each)."""
   port = free_port()
   procs = [subprocess.Popen(
       command("--config.distributed.mode=manual",
               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
-      env=env(2, cache), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      env=cli_env(2), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   try:
     outs = [p.communicate(timeout=TIMEOUT) for p in procs]
@@ -206,29 +177,28 @@ def run_two_processes(command, cache):
   assert all(p.returncode == 0 for p in procs), (port, [o[1][-2000:] for o in outs])
 
 
-def test_two_processes_match_one_process_and_resume_in_one(tmp_path, cache):
+def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
   # Few steps: cross-process (gloo) and in-process all-reduces sum in different orders, and
   # training amplifies that rounding noise step by step (6 steps: ~2e-5 on small leaves).
   flags = ["--config.num_train_steps=3", "--config.checkpoint.every_steps=3"]
-  one = run_main(tmp_path / "one", *flags, devices=4, cache=cache)
+  one = run_main(tmp_path / "one", *flags, devices=4)
   assert one.returncode == 0, one.stderr[-2000:]
-  run_two_processes(lambda *distributed: main_cmd(tmp_path / "two", *flags, *distributed),
-                    cache)
+  run_two_processes(lambda *distributed: main_cmd(tmp_path / "two", *flags, *distributed))
   for a, b in zip(exported(tmp_path / "two"), exported(tmp_path / "one")):
     err = np.max(np.abs(a - b)) / np.max(np.abs(b))  # relative to the leaf's scale
     print(f"two-process vs one-process: {err:.1e}")
     assert err <= 1e-5
   # The two-process checkpoints restore in a one-process run with the same 4-device mesh.
   more = run_main(tmp_path / "two", "--config.num_train_steps=5",
-                  "--config.checkpoint.every_steps=3", devices=4, cache=cache)
+                  "--config.checkpoint.every_steps=3", devices=4)
   assert more.returncode == 0, more.stderr[-2000:]
   assert complete_steps(tmp_path / "two")[-1] == 5
   # Evaluation of one checkpoint: two processes (2 devices each) = one process (4 devices).
   shutil.copytree(tmp_path / "one", tmp_path / "one_copy")
-  single = subprocess.run(eval_cmd(tmp_path / "one"), env=env(4, cache), cwd=ROOT,
+  single = subprocess.run(eval_cmd(tmp_path / "one"), env=cli_env(4), cwd=ROOT,
                           capture_output=True, text=True, timeout=TIMEOUT)
   assert single.returncode == 0, single.stderr[-2000:]
-  run_two_processes(lambda *distributed: eval_cmd(tmp_path / "one_copy", *distributed), cache)
+  run_two_processes(lambda *distributed: eval_cmd(tmp_path / "one_copy", *distributed))
   for name in ("knn", "linear"):
     want = json.loads((tmp_path / "one" / "eval" / f"{name}.json").read_text())["result"]
     got = json.loads((tmp_path / "one_copy" / "eval" / f"{name}.json").read_text())["result"]
@@ -237,7 +207,7 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path, cache):
 
 
 def eval_cmd(workdir, *flags):
-  return [sys.executable, "-m", "vicreg_jax.evaluate", *TINY, f"--workdir={workdir}",
+  return [sys.executable, "-m", "vicreg_jax.evaluate", f"--config={TINY_RECIPE}", f"--workdir={workdir}",
           "--protocols=knn,linear", "--config.eval.linear.on_features=False",
           "--config.eval.linear.epochs=1", "--config.eval.feature_batch=64",
           "--config.eval.linear.batch_size=64", *flags]

@@ -3,20 +3,14 @@
 import contextlib
 import json
 import os
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import tiny_config
 from vicreg_jax import checkpoint, models, optim, parallel, train
-from vicreg_jax import config as config_lib
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
-
-
-def tiny_config(**overrides):
-  return config_lib.load_config_file(f"{CONFIG_DIR}/demo.py:tiny", **overrides)
 
 
 def build(config, mesh):

@@ -232,7 +232,10 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.log_every_steps = 50
-  c.nonfinite = "stop"            # "stop" or "skip" a step whose loss/gradient is not finite
+  c.nonfinite = "stop"
+  # jax.transfer_guard level around the training loop: "allow", or "log" / "disallow" to
+  # find implicit host<->device copies (every intended one is an explicit device_put/get).
+  c.transfer_guard = "allow"            # "stop" or "skip" a step whose loss/gradient is not finite
 
   probe = probe_config()          # paper's kNN and linear-probe protocol (App. C.2)
   c.eval = ml_collections.ConfigDict(dict(
@@ -306,6 +309,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
            "(official code) or 'sum' (paper).")
   _require(c.loss.cov_method in ("auto", "covariance", "gram"),
            f"--config.loss.cov_method={c.loss.cov_method!r}; use 'auto', 'covariance' or 'gram'.")
+  _require(c.transfer_guard in ("allow", "log", "disallow"),
+           f"--config.transfer_guard={c.transfer_guard!r}; use 'allow', 'log' or 'disallow'.")
   _require(c.nonfinite in ("stop", "skip"),
            f"--config.nonfinite={c.nonfinite!r}; use 'stop' or 'skip'.")
   _require(c.checkpoint.every_steps > 0 and c.checkpoint.max_to_keep > 0,

@@ -303,7 +303,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> Tr
   in_flight = collections.deque()  # metrics of dispatched steps, oldest first
   done = start_step
   try:
-    with signals.graceful_stop() as stop:
+    with signals.graceful_stop() as stop, jax.transfer_guard(config.transfer_guard):
       while done < total_steps:
         state, step_metrics = step_fn(state, batch if done == start_step else next(batches))
         done += 1
@@ -315,7 +315,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> Tr
         log_now = done % config.log_every_steps == 0 or done == total_steps or stop_now
         if (save_now or log_now) and config.nonfinite == "stop":
           # Checked before saving, so no checkpoint is ever written after a non-finite step.
-          if int(state.first_nonfinite_step) >= 0:
+          if int(jax.device_get(state.first_nonfinite_step)) >= 0:
             raise FloatingPointError(nonfinite_message(state))
         if knn_monitor is not None and (done % knn_every == 0 or done == total_steps):
           knn_metrics = knn_monitor(state)

@@ -79,13 +79,16 @@ class MemoryViewSource:
       return {**views, "label": labels[idx]} if with_labels else views
 
     self._make_batch = jax.jit(make_batch, out_shardings=parallel.batch_sharding(mesh))
+    self._replicated = parallel.replicated(mesh)
     logging.info("In-memory dataset %s: %d images of %s, %d steps per epoch.",
                  config.data.name, self.num_examples, images.shape[1:], self.steps_per_epoch)
 
   def iterate(self, start_step: int = 0) -> Iterator[dict]:
     """The batches of steps ``start_step, start_step + 1, ...`` (endless)."""
     for step in itertools.count(start_step):
-      yield self._make_batch(self._images, self._labels, jnp.asarray(step, jnp.int32))
+      # An explicit host->device copy of the step number (the loop runs under a guard).
+      yield self._make_batch(self._images, self._labels,
+                             jax.device_put(np.int32(step), self._replicated))
 
 
 class SyntheticViewSource:
