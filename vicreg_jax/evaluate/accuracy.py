@@ -6,7 +6,6 @@ last; a k at least the number of classes counts every example as correct. Accura
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
