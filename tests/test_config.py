@@ -93,3 +93,18 @@ def test_an_unlabelled_evaluation_split_is_refused_naming_the_one_to_use(key):
   c.eval[key] = "test"
   with pytest.raises(ValueError, match=f"eval.{key}=validation"):
     config_lib.validate(c)
+
+
+@pytest.mark.parametrize("name", ["cifar10_resnet18", "demo"])
+def test_small_image_recipes_use_the_small_image_lars(name):
+  """solo-learn's CIFAR LARS (scripts/pretrain/cifar/vicreg.yaml), not the ImageNet values:
+  measured faster on small images (experiments/compare_small_image_recipes.py)."""
+  optim = load(name).optim
+  assert (optim.base_lr, optim.trust_coefficient, optim.weight_decay) == (0.3, 0.02, 1e-4)
+  assert load(name).batch_size == 256  # the batch the peer's lr 0.3 refers to
+
+
+def test_imagenet_recipe_keeps_the_official_lars():
+  for variant in ("", "ep100"):
+    optim = load("imagenet_resnet50", variant).optim
+    assert (optim.trust_coefficient, optim.weight_decay) == (1e-3, 1e-6)
