@@ -18,7 +18,7 @@ def saved(**overrides):
 
 
 @pytest.mark.parametrize("key,value", [
-    ("batch_size", 32), ("optim.base_lr", 0.3), ("optim.weight_decay", 1e-4),
+    ("batch_size", 32), ("optim.base_lr", 0.4), ("optim.weight_decay", 1e-5),
     ("data.name", "npz"), ("seed", 1), ("augment.view_b.solarize_prob", 0.0),
     ("loss.std_coeff", 10.0), ("model.arch", "resnet34"),
 ])

@@ -105,3 +105,18 @@ def test_imagenet_learning_rates_are_the_papers_for_their_run_length():
     assert c.optim.base_lr == PAPER_100_EPOCH_BASE_LR[c.batch_size]
   full = load("imagenet_resnet50")
   assert (full.epochs, full.batch_size, full.optim.base_lr) == (1000, 2048, 0.2)  # Sec. 4.2
+
+
+@pytest.mark.parametrize("name", ["cifar10_resnet18", "demo"])
+def test_small_image_recipes_use_the_small_image_lars(name):
+  """solo-learn's CIFAR LARS (scripts/pretrain/cifar/vicreg.yaml), not the ImageNet values:
+  measured faster on small images (experiments/compare_small_image_recipes.py)."""
+  optim = load(name).optim
+  assert (optim.base_lr, optim.trust_coefficient, optim.weight_decay) == (0.3, 0.02, 1e-4)
+  assert load(name).batch_size == 256  # the batch the peer's lr 0.3 refers to
+
+
+def test_imagenet_recipe_keeps_the_official_lars():
+  for variant in ("", "ep100"):
+    optim = load("imagenet_resnet50", variant).optim
+    assert (optim.trust_coefficient, optim.weight_decay) == (1e-3, 1e-6)
