@@ -35,6 +35,8 @@ setuptools.setup(
             "pytest",
             # CPU build found on local disk; parity tests against PyTorch.
             "torch==2.13.0",
+            # The augmentations against PIL (the official code's ops) on real photos.
+            "pillow",
         ],
     },
 )

@@ -109,11 +109,10 @@ def torchvision_pairs_per_s(paths: list[str], args) -> float | None:
   return count / (time.perf_counter() - start)
 
 
-def blur_depthwise(img: jax.Array, sigma: jax.Array, radius: int) -> jax.Array:
-  """Separable Gaussian blur of [h, w, c] as two depthwise convs (zero padding), for timing."""
-  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-  k = jnp.exp(-0.5 * jnp.square(taps / sigma))
-  k = k / jnp.sum(k)
+def blur_depthwise(img: jax.Array, sigma: jax.Array, passes: int, radius: int) -> jax.Array:
+  """The same blur kernel as two depthwise convs of ``2 * radius + 1`` taps (zero padding, so
+  edges differ), for timing: [h, w, c] -> [h, w, c]."""
+  k = augment.blur_matrix(2 * radius + 1, sigma, passes)[radius]  # an interior row
   c = img.shape[-1]
   conv = lambda x, kernel: jax.lax.conv_general_dilated(
       x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -130,15 +129,18 @@ def device_rows(args) -> list[tuple[str, float]]:
   view_a, view_b = (jnp.asarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(2))
   key = jax.random.key(0)
   pair = jax.jit(lambda k, a, b: augment.augment_pair(k, a, b, cfg))
-  radius = augment.kernel_radius(args.size, cfg.view_a.blur_kernel_fraction)
+  passes = cfg.view_a.blur_passes
+  # Support of the widest kernel (largest sigma): passes boxes of floor(radius) + 1 taps a side.
+  box = float(augment.box_radius(jnp.float32(max(cfg.view_a.blur_sigma)), passes))
+  radius = passes * (int(box) + 1)
   images = augment.to_float(view_a)
   sigmas = jnp.asarray(rng.uniform(*cfg.view_a.blur_sigma, args.device_batch), jnp.float32)
   rows = []
   for name, fn in (("augment_pair (2 views)", lambda: pair(key, view_a, view_b)),
                    ("blur: dense matmuls", jax.jit(jax.vmap(
-                       lambda x, s: augment.gaussian_blur(x, s, radius)))),
+                       lambda x, s: augment.gaussian_blur(x, s, passes)))),
                    ("blur: depthwise conv", jax.jit(jax.vmap(
-                       lambda x, s: blur_depthwise(x, s, radius))))):
+                       lambda x, s: blur_depthwise(x, s, passes, radius))))):
     call = fn if name.startswith("augment") else (lambda f=fn: f(images, sigmas))
     jax.block_until_ready(call())  # compile
     rows.append((name, median_ms(call, args.repeats)))

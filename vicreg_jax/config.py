@@ -30,10 +30,13 @@ def view_recipe(*, blur_prob: float, solarize_prob: float) -> ml_collections.Con
       hue=0.1,
       grayscale_prob=0.2,
       blur_prob=blur_prob,
+      # Official augmentations.py GaussianBlur: PIL ImageFilter.GaussianBlur(radius=sigma),
+      # sigma ~ U[0.1, 2.0] pixels; Pillow runs 3 box-filter passes per axis.
       blur_sigma=(0.1, 2.0),
-      # Kernel side as a fraction of the image side (BYOL/torchvision: ~10%).
-      blur_kernel_fraction=0.1,
+      blur_passes=3,
       solarize_prob=solarize_prob,
+      # PIL ImageOps.solarize(img, 128) on uint8: levels >= 128, i.e. values >= 127.5 / 255
+      # before PIL's rounding to uint8.
       solarize_threshold=0.5,
   ))
 

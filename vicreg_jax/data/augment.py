@@ -1,10 +1,12 @@
 """Per-image view augmentations as pure JAX functions, run on the accelerator in the step.
 
 Recipe (``config.augment.view_a`` / ``view_b``; official = BYOL's asymmetric set): horizontal
-flip, colour jitter (brightness, contrast, saturation, hue with torchvision semantics, the
-four in a random order per image, the whole jitter applied with probability), grayscale,
-Gaussian blur (sigma ~ U[blur_sigma], kernel side ~ blur_kernel_fraction of the image),
-solarize, then normalisation. Every image gets its own key; random draws are separated from
+flip, colour jitter (brightness, contrast, saturation, hue as torchvision computes them on PIL
+images, the four in a random order per image, the whole jitter applied with probability),
+grayscale, Gaussian blur (PIL's ``ImageFilter.GaussianBlur(radius=sigma)`` with sigma ~
+U[blur_sigma], as the official ``augmentations.py``), solarize (PIL's ``ImageOps.solarize``,
+threshold 128), then normalisation. The ops compute in float32 without rounding to uint8
+between them, where PIL stores every intermediate image as uint8. Every image gets its own key; random draws are separated from
 the pixel ops (:func:`sample_image_params`, :func:`sample_view_params`) so that their rates
 can be tested directly and the ops checked on fixed parameters.
 
@@ -27,6 +29,8 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # brightness, contrast, saturation, hue: the colour-jitter ops permuted per image.
 NUM_JITTER_OPS = 4
 UINT8_MAX = 255.0
+# uint8 arithmetic wraps modulo 256 (torchvision's hue shift is a uint8 addition).
+UINT8_LEVELS = 256
 
 Params = dict[str, jax.Array]
 
@@ -129,9 +133,17 @@ def hsv_to_rgb(h: jax.Array, s: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def adjust_hue(img: jax.Array, delta: jax.Array) -> jax.Array:
-  """Rotates the hue by ``delta`` (fraction of a turn, |delta| <= 0.5)."""
+  """Rotates the hue by ``delta`` (|delta| <= 0.5 of a turn) as torchvision does on PIL images.
+
+  torchvision's ``adjust_hue`` converts to PIL's HSV mode, which stores hue and saturation
+  as truncated bytes (``int(h * 255)``, ``int(s * 255)``; hue 255 = one turn), adds the byte
+  ``uint8(delta * 255)`` (truncated toward zero) to the hue with uint8 wrap-around, and
+  converts back. The same quantisation is done here on float32; the value channel and the
+  RGB result are not rounded. [h, w, 3] in [0, 1] -> [h, w, 3].
+  """
   h, s, v = rgb_to_hsv(img)
-  return hsv_to_rgb((h + delta) % 1.0, s, v)
+  hue_byte = jnp.mod(jnp.floor(h * UINT8_MAX) + jnp.trunc(delta * UINT8_MAX), UINT8_LEVELS)
+  return hsv_to_rgb(hue_byte / UINT8_MAX, jnp.floor(s * UINT8_MAX) / UINT8_MAX, v)
 
 
 def color_jitter(img: jax.Array, p: Params) -> jax.Array:
@@ -150,41 +162,73 @@ def color_jitter(img: jax.Array, p: Params) -> jax.Array:
   return img
 
 
-def kernel_radius(side: int, fraction: float) -> int:
-  """Radius of the odd blur kernel for an image side: ``int(fraction * side) // 2``.
+def box_radius(sigma: jax.Array, passes: int) -> jax.Array:
+  """Fractional box radius whose ``passes`` box filters have variance ``sigma**2``.
 
-  As SimCLR/BYOL (kernel ``int(0.1 * 224) = 22`` made odd: 23 taps, radius 11).
+  Pillow's ``_gaussian_blur_radius`` (``BoxBlur.c``; extended box filter of Gwosdek et al.,
+  SSVM 2011): radius ``l + a`` with integer part ``l`` and end-tap weight ``a`` in [0, 1).
+  sigma: f32[] > 0 in pixels -> f32[].
   """
-  return int(fraction * side) // 2
+  sigma2 = jnp.square(sigma) / passes
+  length = jnp.sqrt(12.0 * sigma2 + 1.0)
+  l = jnp.floor((length - 1.0) / 2.0)
+  a = (2 * l + 1) * (l * (l + 1) - 3 * sigma2) / (6 * (sigma2 - jnp.square(l + 1)))
+  return l + a
 
 
-def blur_matrix(size: int, sigma: jax.Array, radius: int) -> jax.Array:
-  """f32[size, size] 1-D Gaussian blur operator (row i: weights of output pixel i).
+def box_blur_matrix(size: int, radius: jax.Array) -> jax.Array:
+  """f32[size, size] one pass of Pillow's extended box filter along an axis of ``size >= 2``.
 
-  Taps beyond ``radius`` are zero; near the border the rows are renormalised over the pixels
-  inside the image (no padding, so edges are not darkened as with zero padding).
+  Output pixel i = (sum of x[i + d] for |d| <= l, plus a * (x[i - l - 1] + x[i + l + 1]))
+  / (2 * radius + 1), with ``l = floor(radius)``, ``a = radius - l`` and indices clamped to
+  the image (edge pixels replicated, as ``ImagingLineBoxBlur``). Row i holds the weights of
+  output pixel i.
   """
-  pos = jnp.arange(size)
-  offset = (pos[:, None] - pos[None, :]).astype(jnp.float32)
-  weights = jnp.where(jnp.abs(offset) <= radius,
-                      jnp.exp(-0.5 * jnp.square(offset / sigma)), 0.0)
-  return weights / jnp.sum(weights, axis=1, keepdims=True)
+  l = jnp.floor(radius)
+  a = radius - l
+  out = jnp.arange(size)[:, None]
+  offset = (jnp.arange(size)[None, :] - out).astype(jnp.float32)
+  taps = jnp.where(jnp.abs(offset) <= l, 1.0, jnp.where(jnp.abs(offset) == l + 1, a, 0.0))
+
+  def weight_up_to(d):
+    """Total tap weight of the offsets <= d (f32 array of offsets)."""
+    return (jnp.clip(d + l + 1, 0.0, 2 * l + 1) + a * (d >= -l - 1) + a * (d >= l + 1))
+
+  total = 2 * radius + 1
+  first = weight_up_to(-out.astype(jnp.float32))                # offsets landing at or before 0
+  last = total - weight_up_to((size - 2 - out).astype(jnp.float32))  # at or after size - 1
+  column = jnp.arange(size)[None, :]
+  weights = jnp.where(column == 0, first, jnp.where(column == size - 1, last, taps))
+  return weights / total
 
 
-def gaussian_blur(img: jax.Array, sigma: jax.Array, radius: int) -> jax.Array:
-  """Separable Gaussian blur of [h, w, c] as two small dense matmuls.
+def blur_matrix(size: int, sigma: jax.Array, passes: int) -> jax.Array:
+  """f32[size, size] 1-D operator of PIL's GaussianBlur(radius=sigma): ``passes`` box passes."""
+  return jnp.linalg.matrix_power(box_blur_matrix(size, box_radius(sigma, passes)), passes)
 
-  Dense [h, h] and [w, w] operators do ~10x the FLOPs of a 23-tap separable convolution
-  but run faster on every backend we measured (matmul units; depthwise convs are slow on
-  CPU, see experiments/benchmark_input.py).
+
+def gaussian_blur(img: jax.Array, sigma: jax.Array, passes: int) -> jax.Array:
+  """PIL's ``ImageFilter.GaussianBlur(radius=sigma)`` of [h, w, c] (h, w >= 2), unrounded.
+
+  Pillow approximates a Gaussian of standard deviation ``sigma`` by ``passes`` (3) extended
+  box filters per axis with replicated edges, rounding to uint8 after each pass; here the
+  same linear operator is applied without the rounding, as two small dense matmuls
+  ([h, h] and [w, w] per image): faster than a separable convolution on every backend we
+  measured (matmul units; depthwise convs are slow on CPU, see
+  experiments/benchmark_input.py).
   """
   h, w, _ = img.shape
-  img = jnp.einsum("ij,jwc->iwc", blur_matrix(h, sigma, radius), img)
-  return jnp.einsum("kw,iwc->ikc", blur_matrix(w, sigma, radius), img)
+  img = jnp.einsum("ij,jwc->iwc", blur_matrix(h, sigma, passes), img)
+  return jnp.einsum("kw,iwc->ikc", blur_matrix(w, sigma, passes), img)
 
 
 def solarize(img: jax.Array, threshold: float) -> jax.Array:
-  """Inverts pixels at or above ``threshold`` (PIL's ImageOps.solarize on [0, 1])."""
+  """Inverts pixels at or above ``threshold``: [h, w, c] in [0, 1] -> same.
+
+  PIL's ``ImageOps.solarize(img, 128)`` inverts uint8 levels >= 128; PIL would first round
+  an unrounded value x to a level, and round(255 x) >= 128 exactly when x >= 127.5 / 255 =
+  0.5, the recipe's threshold.
+  """
   return jnp.where(img >= threshold, 1.0 - img, img)
 
 
@@ -199,9 +243,8 @@ def apply_view(img: jax.Array, p: Params, recipe: ml_collections.ConfigDict) -> 
     img = jnp.where(p["jitter"], color_jitter(img, p), img)
   if recipe.grayscale_prob > 0:
     img = jnp.where(p["grayscale"], grayscale(img), img)
-  radius = kernel_radius(min(img.shape[:2]), recipe.blur_kernel_fraction)
-  if recipe.blur_prob > 0 and radius > 0:
-    img = jnp.where(p["blur"], gaussian_blur(img, p["sigma"], radius), img)
+  if recipe.blur_prob > 0:
+    img = jnp.where(p["blur"], gaussian_blur(img, p["sigma"], recipe.blur_passes), img)
   if recipe.solarize_prob > 0:
     img = jnp.where(p["solarize"], solarize(img, recipe.solarize_threshold), img)
   return img
