@@ -276,6 +276,14 @@ def save_imported(workdir: str, backbone_variables: dict, config: ml_collections
   return directory
 
 
+def settings_changes(saved: dict, settings: dict) -> list[str]:
+  """``"key: saved -> now"`` for each key (dotted) whose value differs between two settings
+  dicts (JSON-like, e.g. an evaluation protocol's); a key missing on one side reads None."""
+  old, new = _flatten(saved), _flatten(settings)
+  return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+          for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+
+
 class EpochCheckpointer:
   """Per-epoch state of an evaluation protocol in ``directory`` (the latest one kept).
 
@@ -297,11 +305,12 @@ class EpochCheckpointer:
     if step is None:
       return state, []
     saved = self._manager.restore(step, args=ocp.args.Composite(history=ocp.args.JsonRestore()))
-    if saved.history.get("settings") != self._settings:
+    changes = settings_changes(saved.history.get("settings", {}), self._settings)
+    if changes:
       raise IncompatibleCheckpointError(
-          f"{self._directory} holds an evaluation run with other settings "
-          f"({saved.history.get('settings')}); delete that folder to start over, or rerun "
-          "with the same settings to resume.")
+          f"{self._directory} holds an evaluation run with other settings ("
+          + "; ".join(changes) + "); delete that folder to start over, rerun with the same "
+          "settings to resume, or pass --output_dir to keep both.")
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state(state))))
     logging.info("Resumed evaluation after epoch %d.", step)

@@ -1,7 +1,8 @@
 """``python -m vicreg_jax.evaluate --config <recipe> --workdir W --protocols knn,linear,finetune``.
 
 Evaluates the encoder saved in a pretraining workdir (see :mod:`vicreg_jax.evaluate.run`);
-results go to ``W/eval/<protocol>.json``. Override any knob as in training, e.g.
+results go to ``W/eval/<protocol>.json``, or under ``--output_dir`` (a workdir that is not
+yours: the workdir is only read). Override any knob as in training, e.g.
 ``--config.eval.linear.epochs=10`` or ``--config.eval.finetune.subset_file=1percent.txt``.
 """
 
@@ -14,7 +15,9 @@ from vicreg_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Pretraining workdir (or one made by export "
-                    "--import_weights); results are written to <workdir>/eval/.")
+                    "--import_weights); only read.")
+flags.DEFINE_string("output_dir", None, "Folder for the results (<protocol>.json, .jsonl, "
+                    "_state/, finetune_export/); default <workdir>/eval.")
 config_flags.DEFINE_config_file(
     "config", None, "Recipe file (data, augment and eval sections are used; the "
     "architecture comes from the checkpoint).", lock_config=True)
@@ -33,7 +36,7 @@ def run() -> None:
   parallel.initialize_distributed(**FLAGS.config.distributed)
   run_lib.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.protocols,
                            mesh=parallel.make_mesh(), step=FLAGS.step,
-                           random_init=FLAGS.random_init)
+                           random_init=FLAGS.random_init, output_dir=FLAGS.output_dir)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ smaller last batch (no ``drop_last``); the rate follows ``CosineAnnealingLR(T_ma
 stepped once per epoch, i.e. constant within epoch ``e`` at
 ``lr * (1 + cos(pi * e / epochs)) / 2``. Top-1/top-5 on the held-out set after every epoch;
 the best of each over epochs is reported as the official ``best_acc``, with the last.
+Progress goes to an ``on_epoch`` callback, as for the probe on images.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -37,16 +40,22 @@ def batch_loss(params: Params, features: jax.Array, labels: jax.Array,
 
 def train_step(tx: optax.GradientTransformation, params: Params, opt_state: optax.OptState,
                features: jax.Array, labels: jax.Array, weights: jax.Array):
-  """One SGD step on a batch: features f32[b, dim], labels i32[b], weights f32[b]."""
-  grads = jax.grad(batch_loss)(params, features, labels, weights)
+  """One SGD step on a batch: features f32[b, dim], labels i32[b], weights f32[b].
+
+  Returns ``(params, opt_state, loss)``, the loss f32[] being the batch's before the step.
+  """
+  loss, grads = jax.value_and_grad(batch_loss)(params, features, labels, weights)
   updates, opt_state = tx.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state
+  return optax.apply_updates(params, updates), opt_state, loss
 
 
 def train_epoch(tx: optax.GradientTransformation, batch_size: int, params: Params,
                 opt_state: optax.OptState, features: jax.Array, labels: jax.Array,
                 order: jax.Array):
-  """One pass over the training set in the order ``order`` i32[n] (a permutation)."""
+  """One pass over the training set in the order ``order`` i32[n] (a permutation).
+
+  Returns ``(params, opt_state, loss)``: loss f32[] is the mean of the batches' losses.
+  """
   n = order.shape[0]
   steps = -(-n // batch_size)
   # Static shapes: the last batch is padded and its padding rows weigh 0 in the loss.
@@ -56,14 +65,16 @@ def train_epoch(tx: optax.GradientTransformation, batch_size: int, params: Param
 
   def step(carry, batch):
     idx, w = batch
-    return train_step(tx, *carry, features[idx], labels[idx], w), None
+    params, opt_state, loss = train_step(tx, *carry, features[idx], labels[idx], w)
+    return (params, opt_state), loss
 
-  (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), (indices, weights))
-  return params, opt_state
+  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (indices, weights))
+  return params, opt_state, jnp.mean(losses)
 
 
 def linear_probe(train_features, train_labels, test_features, test_labels, *, num_classes: int,
-                 probe_config: ml_collections.ConfigDict, seed: int = 0) -> dict:
+                 probe_config: ml_collections.ConfigDict, seed: int = 0,
+                 on_epoch: Callable[[int, Params, list], None] | None = None) -> dict:
   """Trains a linear classifier on frozen features; evaluates it after every epoch.
 
   Args:
@@ -73,10 +84,17 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
     probe_config: ``probe_config().linear`` or ``config.eval.linear`` (lr, momentum,
       weight_decay, batch_size, epochs, init_std).
     seed: initialisation and shuffling; the result is a deterministic function of it.
+    on_epoch: called after every epoch with ``(epochs done, head params, history)``
+      (progress, e.g. ``evaluate.run.EpochLog``).
 
   Returns:
     ``top1``/``top5`` after the last epoch, ``best_top1``/``best_top5`` (each the maximum
-    over epochs, as the official ``best_acc``), ``epochs`` and per-epoch ``history``; percent.
+    over epochs, as the official ``best_acc``), ``epochs`` and per-epoch ``history``
+    (``{"epoch", "loss", "top1", "top5"}``, the loss being the epoch's mean training loss);
+    percent.
+
+  Raises:
+    FloatingPointError: the training loss of an epoch is not finite.
   """
   if probe_config.epochs <= 0 or probe_config.batch_size <= 0:
     raise ValueError(f"Linear probe: epochs={probe_config.epochs} and "
@@ -98,8 +116,15 @@ def linear_probe(train_features, train_labels, test_features, test_labels, *, nu
   history = []
   for epoch in range(probe_config.epochs):
     order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-    params, opt_state = epoch_fn(params, opt_state, x_train, y_train, order)
-    history.append(topk_accuracy(logits_fn(params, x_test), test_labels))
+    params, opt_state, loss = epoch_fn(params, opt_state, x_train, y_train, order)
+    loss = float(loss)
+    if not math.isfinite(loss):
+      raise FloatingPointError(f"Non-finite loss in epoch {epoch + 1} of the linear probe; "
+                               "lower eval.linear.lr.")
+    history.append({"epoch": epoch + 1, "loss": loss,
+                    **topk_accuracy(logits_fn(params, x_test), test_labels)})
+    if on_epoch is not None:
+      on_epoch(epoch + 1, params, history)
   return {**history[-1],
           "best_top1": max(h["top1"] for h in history),
           "best_top5": max(h["top5"] for h in history),

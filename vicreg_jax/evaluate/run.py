@@ -5,12 +5,17 @@ branch a's encoder from ``W/checkpoints`` (latest or ``--step``; a workdir made 
 --import_weights`` works the same), builds the labelled sources of ``config.data`` and runs
 each protocol with ``config.eval``. The architecture comes from the checkpoint, everything
 else from ``--config``. Per protocol ``<name>`` (``linear``, or ``linear_random`` with
-``--random_init``) it writes, under ``W/eval/``:
+``--random_init``) it writes, under ``--output_dir`` (default ``W/eval/``; checked writable
+before any work):
 
 * ``<name>.json``: the result (accuracies in percent, per-epoch history) and its settings;
 * ``<name>.jsonl``: one progress line per epoch while it runs;
-* ``<name>_state/``: the latest epoch's state; rerunning the command resumes from it;
+* ``<name>_state/``: the latest epoch's state; rerunning the command resumes from it (not
+  for the linear probe on features, ``eval.linear.on_features``, which recomputes: seconds);
 * ``finetune_export/``: the fine-tuned encoder, in the formats of ``vicreg_jax.export``.
+
+A rerun with other settings than an existing ``<name>.json`` (linear, finetune) or
+``<name>_state/`` is refused, naming what to delete.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import ml_collections
 import numpy as np
 
 from vicreg_jax import checkpoint, export, models, parallel
+from vicreg_jax import workdir as workdir_lib
 from vicreg_jax import config as config_lib
 from vicreg_jax.evaluate import classifier, features, knn, linear, sources
 
@@ -91,14 +97,14 @@ def run_knn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict) 
 
 def run_linear(config, mesh, backbone, variables, *, checkpointer=None, on_epoch=None) -> dict:
   """The linear probe of ``config.eval.linear`` (on images, or on features if
-  ``on_features``)."""
+  ``on_features``: then ``checkpointer`` is not used, the probe taking seconds)."""
   probe = config.eval.linear
   if probe.on_features:
     encode = encoder_fn(config, mesh, backbone, variables)
     x_train, y_train, num_classes = split_features(config, mesh, encode, config.eval.train_split)
     x_test, y_test, _ = split_features(config, mesh, encode, config.eval.split)
     return linear.linear_probe(x_train, y_train, x_test, y_test, num_classes=num_classes,
-                               probe_config=probe, seed=config.seed)
+                               probe_config=probe, seed=config.seed, on_epoch=on_epoch)
   train, held_out = sources.protocol_sources(config, mesh, "linear")
   summary, _ = classifier.train_classifier(
       backbone, variables, train, held_out, probe, finetune=False, mesh=mesh,
@@ -127,7 +133,10 @@ def run_finetune(config, mesh, backbone, variables, *, checkpointer=None, on_epo
 
 
 class EpochLog:
-  """Progress of an epoch-based protocol: a console line and a JSONL record per epoch."""
+  """Progress of an epoch-based protocol: a console line and a JSONL record per epoch.
+
+  The JSONL file starts over when the protocol starts at epoch 1 (a resumed one appends).
+  """
 
   def __init__(self, name: str, path: str, epochs: int):
     self._name, self._path, self._epochs = name, path, epochs
@@ -149,55 +158,87 @@ class EpochLog:
           f"top-1 {record['top1']:.2f}%  top-5 {record['top5']:.2f}%  (best {best:.2f}%)  "
           f"{per_epoch:.1f} s/epoch  ETA {(self._epochs - epoch) * per_epoch / 60:.1f} min",
           flush=True)
-    with open(self._path, "a", encoding="utf-8") as f:
+    with open(self._path, "w" if epoch == 1 else "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
 
 
+def check_result_settings(out_dir: str, name: str, settings: dict) -> None:
+  """Refuses to replace ``out_dir/<name>.json`` if it was made with other ``settings``.
+
+  Raises:
+    IncompatibleCheckpointError naming the settings that differ and what to delete.
+  """
+  path = os.path.join(out_dir, f"{name}.json")
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    changes = checkpoint.settings_changes(json.load(f).get("settings", {}), settings)
+  if changes:
+    state = os.path.join(out_dir, f"{name}_state")
+    delete = path + (f" and {state}" if os.path.exists(state) else "")
+    raise checkpoint.IncompatibleCheckpointError(
+        f"{path} holds a result made with other settings (" + "; ".join(changes)
+        + f"); delete {delete} to recompute, or pass --output_dir to keep both.")
+
+
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols: list[str], *,
-                     mesh, step: int | None = None, random_init: bool = False) -> dict:
+                     mesh, step: int | None = None, random_init: bool = False,
+                     output_dir: str | None = None) -> dict:
   """Runs ``protocols`` on the workdir's encoder; returns ``{name: result}`` and writes JSON.
 
   ``mesh``: the program's device mesh (``parallel.make_mesh()`` after
   ``parallel.initialize_distributed``); the encoder and the sources live on it.
+  ``output_dir``: where the results go (default ``<workdir>/eval``); the workdir itself is
+  only read.
 
   Raises:
     ValueError for an unknown protocol, FileNotFoundError for a workdir without checkpoints
-    or missing data (messages say what to pass instead).
+    or missing data (messages say what to pass instead), PermissionError for an output
+    folder that cannot be written and IncompatibleCheckpointError for one that holds a
+    result made with other settings (both before any work).
   """
   config_lib.validate_eval(config.eval)
   config_lib.validate_eval_splits(config)
   unknown = sorted(set(protocols) - set(PROTOCOLS))
   if unknown or not protocols:
     raise ValueError(f"Unknown protocol(s) {unknown or protocols}; choose from {PROTOCOLS}.")
+  out_dir = output_dir or os.path.join(workdir, EVAL_DIR)
+  workdir_lib.check_writable(out_dir, "--output_dir")
   backbone, variables, step, model_config = load_encoder(
       workdir, step, mesh=mesh, random_init=random_init, seed=config.seed + 1)
-  out_dir = os.path.join(workdir, EVAL_DIR)
+  settings = json.loads(json.dumps(
+      {"eval": json.loads(config.eval.to_json()), "data": config.data.to_dict(), "step": step,
+       "random_init": random_init, "seed": config.seed}))
+  suffix = "_random" if random_init else ""
+  for protocol in protocols:
+    if protocol != "knn":
+      check_result_settings(out_dir, protocol + suffix, settings)
   os.makedirs(out_dir, exist_ok=True)
   results = {}
   for protocol in protocols:
-    name = protocol + ("_random" if random_init else "")
+    name = protocol + suffix
     started = time.perf_counter()
     if protocol == "knn":
       result = run_knn(config, mesh, backbone, variables)
     else:
-      epochs = config.eval[protocol].epochs
-      log = EpochLog(name, os.path.join(out_dir, f"{name}.jsonl"), epochs)
-      settings = {"eval": json.loads(config.eval.to_json()), "data": config.data.to_dict(),
-                  "step": step, "random_init": random_init, "seed": config.seed}
-      saver = checkpoint.EpochCheckpointer(os.path.join(out_dir, f"{name}_state"), settings)
-      try:
-        if protocol == "linear":
-          result = run_linear(config, mesh, backbone, variables, checkpointer=saver,
-                              on_epoch=log)
-        else:
-          result = run_finetune(config, mesh, backbone, variables, checkpointer=saver,
-                                on_epoch=log, model_config=model_config,
-                                export_dir=os.path.join(out_dir, f"{name}_export"))
-      finally:
-        saver.close()
+      log = EpochLog(name, os.path.join(out_dir, f"{name}.jsonl"), config.eval[protocol].epochs)
+      if protocol == "linear" and config.eval.linear.on_features:  # no state: seconds
+        result = run_linear(config, mesh, backbone, variables, on_epoch=log)
+      else:
+        saver = checkpoint.EpochCheckpointer(os.path.join(out_dir, f"{name}_state"), settings)
+        try:
+          if protocol == "linear":
+            result = run_linear(config, mesh, backbone, variables, checkpointer=saver,
+                                on_epoch=log)
+          else:
+            result = run_finetune(config, mesh, backbone, variables, checkpointer=saver,
+                                  on_epoch=log, model_config=model_config,
+                                  export_dir=os.path.join(out_dir, f"{name}_export"))
+        finally:
+          saver.close()
     record = {"protocol": protocol, "encoder": "random init" if random_init else "pretrained",
               "step": step, "seconds": round(time.perf_counter() - started, 1),
-              "result": result, "settings": json.loads(config.eval.to_json())}
+              "result": result, "settings": settings}
     results[name] = result
     if jax.process_index() == 0:
       with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
