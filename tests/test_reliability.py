@@ -152,9 +152,22 @@ def test_cli_rejects_unwritable_workdir_and_indivisible_batch(tmp_path):
 
 
 def free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+  """A free port below the kernel's ephemeral range, for the coordinator.
+
+  A port from ``bind(0)`` lies in the ephemeral range, where any outgoing connection (for
+  example process 1 retrying to reach a coordinator that is not listening yet) may be given
+  it between this choice and process 0's bind; ports below the range are never handed out.
+  """
+  with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="utf-8") as f:
+    first_ephemeral = int(f.read().split()[0])
+  for port in random.Random().sample(range(first_ephemeral // 2, first_ephemeral), 200):
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", port))
+      except OSError:
+        continue
+    return port
+  raise AssertionError(f"no free port below {first_ephemeral}")
 
 
 def run_two_processes(command):

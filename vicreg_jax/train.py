@@ -27,7 +27,7 @@ from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, paral
 from vicreg_jax import config as config_lib
 from vicreg_jax import data, models, optim, rng as rng_lib, signals
 from vicreg_jax import workdir as workdir_lib
-from vicreg_jax.evaluate import monitor as monitor_lib
+from vicreg_jax.evaluate import accuracy, monitor as monitor_lib
 from vicreg_jax.data import augment
 
 # Values recorded at the first non-finite step, in this order, to name the offending term.
@@ -100,8 +100,8 @@ def _probe_loss_and_top1(logits: jax.Array, labels: jax.Array, num_classes: int
   valid = jnp.all((labels >= 0) & (labels < num_classes))
   loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
       logits.astype(jnp.float32), jnp.clip(labels, 0, num_classes - 1)))
-  top1 = 100 * jnp.mean(jnp.argmax(logits, axis=-1) == labels)
-  return jnp.where(valid, loss, jnp.nan), top1
+  hits = accuracy.topk_hits(logits, labels, jnp.ones(labels.shape, jnp.float32), ks=(1,))
+  return jnp.where(valid, loss, jnp.nan), 100 * hits["top1"] / labels.shape[0]
 
 
 def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
