@@ -6,43 +6,32 @@ import os
 import pathlib
 import shutil
 import stat
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from vicreg_jax import config as config_lib
+from conftest import TINY_RECIPE, run_cli, tiny_config
 from vicreg_jax import export, train
 
-from test_reliability import ROOT, TINY, env
-
-TIMEOUT = 900  # a hang guard: the machine running the tests may be heavily shared
+TINY = [f"--config={TINY_RECIPE}"]
 PROBE = ["--config.eval.linear.epochs=2"]  # the feature fast path (demo default)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("xla_cache"))
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   """A finished 2-step pretraining run of the tiny demo."""
   path = tmp_path_factory.mktemp("run")
-  config = config_lib.load_config_file(f"{ROOT}/configs/demo.py:tiny", num_train_steps=2)
+  config = tiny_config(num_train_steps=2)
   train.train_and_evaluate(config, str(path))
   return path
 
 
-def cli(module, *flags, cache=None):
-  return subprocess.run([sys.executable, "-m", module, *flags], env=env(1, cache),
-                        capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT)
+cli = run_cli
 
 
-def evaluate(workdir, *flags, cache):
-  return cli("vicreg_jax.evaluate", *TINY, f"--workdir={workdir}", *flags, cache=cache)
+def evaluate(workdir, *flags):
+  return cli("vicreg_jax.evaluate", *TINY, f"--workdir={workdir}", *flags)
 
 
 def one_line_error(result, *texts):
@@ -57,7 +46,7 @@ def tree(path):
 
 
 def test_read_only_workdir_is_refused_before_any_work_and_evaluates_into_output_dir(
-    workdir, tmp_path, cache):
+    workdir, tmp_path):
   before = tree(workdir)
   modes = {p: p.stat().st_mode for p in [workdir, *workdir.rglob("*")] if p.is_dir()}
   for p in modes:
@@ -65,15 +54,14 @@ def test_read_only_workdir_is_refused_before_any_work_and_evaluates_into_output_
   try:
     if os.access(workdir, os.W_OK):  # root: permissions do not stop it; a file does
       (tmp_path / "file").write_text("")
-      refused = evaluate(workdir, f"--output_dir={tmp_path}/file/sub", cache=cache)
+      refused = evaluate(workdir, f"--output_dir={tmp_path}/file/sub")
       one_line_error(refused, f"--output_dir {tmp_path}/file/sub is not writable")
     else:
-      refused = evaluate(workdir, cache=cache)
+      refused = evaluate(workdir)
       one_line_error(refused, f"--output_dir {workdir}/eval is not writable")
     assert "knn:" not in refused.stdout  # refused before any protocol ran
     out = tmp_path / "results"
-    done = evaluate(workdir, f"--output_dir={out}", "--protocols=knn,linear", *PROBE,
-                    cache=cache)
+    done = evaluate(workdir, f"--output_dir={out}", "--protocols=knn,linear", *PROBE)
   finally:
     for p, mode in modes.items():
       p.chmod(mode)
@@ -84,9 +72,9 @@ def test_read_only_workdir_is_refused_before_any_work_and_evaluates_into_output_
 
 
 def test_feature_probe_reports_epochs_keeps_no_state_and_refuses_other_settings(
-    workdir, tmp_path, cache):
+    workdir, tmp_path):
   out = tmp_path / "eval"
-  first = evaluate(workdir, f"--output_dir={out}", "--protocols=linear", *PROBE, cache=cache)
+  first = evaluate(workdir, f"--output_dir={out}", "--protocols=linear", *PROBE)
   assert first.returncode == 0, first.stderr[-3000:]
   assert "linear epoch 1/2  loss " in first.stdout and "linear epoch 2/2" in first.stdout
   progress = [json.loads(line) for line in (out / "linear.jsonl").read_text().splitlines()]
@@ -95,13 +83,13 @@ def test_feature_probe_reports_epochs_keeps_no_state_and_refuses_other_settings(
   result = (out / "linear.json").read_text()
   assert json.loads(result)["result"]["history"] == progress
   # The same settings: recomputed (seconds), the same numbers, the progress file restarted.
-  again = evaluate(workdir, f"--output_dir={out}", "--protocols=linear", *PROBE, cache=cache)
+  again = evaluate(workdir, f"--output_dir={out}", "--protocols=linear", *PROBE)
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((out / "linear.json").read_text())["result"] == json.loads(result)["result"]
   assert len((out / "linear.jsonl").read_text().splitlines()) == 2
   # Other settings: refused before any work, the earlier result kept.
   other = evaluate(workdir, f"--output_dir={out}", "--protocols=linear", *PROBE,
-                   "--config.eval.linear.lr=0.5", cache=cache)
+                   "--config.eval.linear.lr=0.5")
   one_line_error(other, f"{out}/linear.json holds a result made with other settings",
                  "eval.linear.lr: 0.02 -> 0.5", f"delete {out}/linear.json", "--output_dir")
   assert "linear epoch" not in other.stdout
