@@ -1,6 +1,7 @@
 """Damaged checkpoints through the real CLIs: resume falls back and sets the damage aside,
 an all-damaged workdir is never silently restarted, export names the older steps."""
 
+import json
 import pathlib
 
 from conftest import TINY_RECIPE, run_cli
@@ -46,6 +47,10 @@ def test_damaged_checkpoints_through_the_cli(tmp_path):
   assert "step 6" in resumed.stderr and "unreadable" in resumed.stderr
   assert steps_of(w, checkpoint.DAMAGED_DIR) == [6]
   assert steps_of(w)[-2:] == [6, 8]  # the replayed step 6 was checkpointed again
+  # metrics.jsonl holds each step once: the lines logged after step 4 by the damaged
+  # trajectory were dropped before the replay logged them again.
+  logged = [json.loads(line)["step"] for line in (w / "metrics.jsonl").read_text().splitlines()]
+  assert logged == sorted(set(logged)) and logged[-1] == 8, logged
 
   # Every checkpoint unreadable: refused (exit != 0), nothing moved, no restart from 0.
   for step in steps_of(w):

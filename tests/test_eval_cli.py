@@ -110,6 +110,9 @@ def test_small_export_reimports_from_the_command_line(workdir, tmp_path):
   exported = tmp_path / "exp"
   result = cli("vicreg_jax.export", f"--workdir={workdir}", f"--out={exported}")
   assert result.returncode == 0, result.stderr[-3000:]
+  # Every export file gets the umask's permissions (safetensors' own writer uses 0600).
+  modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in exported.iterdir()}
+  assert len(set(modes.values())) == 1, modes
   # Beside its backbone.json, the export's architecture is read from it (resnet18, base
   # width 4, small stem); elsewhere it is given with flags.
   bare = tmp_path / "bare"
