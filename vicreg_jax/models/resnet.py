@@ -1,4 +1,4 @@
-"""ResNets identical to the official VICReg ``resnet.py``: v1.5 bottlenecks, no classifier.
+"""ResNets built as the official VICReg ``resnet.py`` builds them: v1.5 bottlenecks, no classifier.
 
 Layer for layer the same function as the PyTorch model: symmetric padding (7x7/2 stem pad 3,
 3x3 convs pad 1, 3x3/2 max-pool pad 1), kaiming-normal fan-out conv init, zero-initialised
