@@ -145,10 +145,11 @@ def probe_config() -> ml_collections.ConfigDict:
           subset_fraction=0.01,   # without subset_file: this fraction of the train split
           subset_seed=0,
           # BatchNorm statistics in train mode over groups of this many consecutive examples
-          # of the batch; 0 = over the global batch (SyncBN). 32 is the official protocol:
-          # evaluate.py has no SyncBN and gives each of the 8 GPUs of a node 256 / 8 = 32
-          # images, so every 32 are normalised together; the running averages kept are the
-          # first group's (DDP broadcasts rank 0's). Computed per group on any number of devices.
+          # of the batch; 0 = over the global batch (SyncBN, not the official protocol).
+          # 32, the official protocol, is the default so that results compare with the
+          # paper's: evaluate.py has no SyncBN and gives each of the 8 GPUs of a node
+          # 256 / 8 = 32 images, normalised together; the running averages kept are the
+          # first group's (DDP broadcasts rank 0's). Same statistics on any device count.
           bn_group_size=32,
       ),
   ))
