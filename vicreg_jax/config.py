@@ -147,6 +147,13 @@ def probe_config() -> ml_collections.ConfigDict:
           subset_file="",         # file of image ids, one per line (SimCLR's 1%/10% lists)
           subset_fraction=0.01,   # without subset_file: this fraction of the train split
           subset_seed=0,
+          # BatchNorm statistics in train mode over groups of this many consecutive examples
+          # of the batch; 0 = over the global batch (SyncBN, not the official protocol).
+          # 32, the official protocol, is the default so that results compare with the
+          # paper's: evaluate.py has no SyncBN and gives each of the 8 GPUs of a node
+          # 256 / 8 = 32 images, normalised together; the running averages kept are the
+          # first group's (DDP broadcasts rank 0's). Same statistics on any device count.
+          bn_group_size=32,
       ),
   ))
 
@@ -405,6 +412,12 @@ def validate_eval(e: ml_collections.ConfigDict) -> None:
   for name in ("linear", "finetune"):
     _require(e[name].epochs > 0 and e[name].batch_size > 0,
              f"--config.eval.{name}.epochs and --config.eval.{name}.batch_size must be > 0.")
+  tune = e.finetune
+  _require(tune.bn_group_size == 0 or (
+      tune.bn_group_size > 0 and tune.batch_size % tune.bn_group_size == 0),
+           f"--config.eval.finetune.bn_group_size={tune.bn_group_size} must be 0 (statistics "
+           f"over the global batch) or divide --config.eval.finetune.batch_size="
+           f"{tune.batch_size} (official: 32 of 256).")
   _require(0.0 < e.finetune.subset_fraction <= 1.0,
            f"--config.eval.finetune.subset_fraction={e.finetune.subset_fraction} must be in "
            "(0, 1].")

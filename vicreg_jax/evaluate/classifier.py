@@ -7,12 +7,16 @@ official ``evaluate.py``:
 * frozen (linear probe, the paper's App. C.2 on images): the encoder runs in eval mode
   (BatchNorm running statistics), gets no gradient and is never updated; only the head
   trains, on random-resized crops + flips; evaluation on resize + centre crop.
-* fine-tune (semi-supervised, App. C.2): the encoder runs in train mode (batch statistics
-  over the global batch, running averages updated) and trains with its own learning rate
-  beside the head's, on a label subset: a file of image ids (SimCLR's ``1percent.txt`` /
-  ``10percent.txt``) or a fraction drawn with a seed. Standard rates
-  (``config.FINETUNE_RATES``): 1% of the labels backbone 0.03 / head 0.08; 10%: 0.01 / 0.1;
-  momentum 0.9, weight decay 0, 20 epochs, batch 256.
+* fine-tune (semi-supervised, App. C.2): the encoder runs in train mode (running averages
+  updated) and trains with its own learning rate beside the head's, on a label subset: a
+  file of image ids (SimCLR's ``1percent.txt`` / ``10percent.txt``) or a fraction drawn with
+  a seed. Standard rates (``config.FINETUNE_RATES``): 1% of the labels backbone 0.03 / head
+  0.08; 10%: 0.01 / 0.1; momentum 0.9, weight decay 0, 20 epochs, batch 256. BatchNorm
+  statistics (``eval.finetune.bn_group_size``): the official protocol, and our default, is
+  per group of 32 consecutive examples of the batch of 256, as the official ``evaluate.py``
+  computes them (DDP without SyncBN: each of 8 GPUs normalises its 32 images; the saved
+  running averages are rank 0's, here the first group's); 0 normalises over the global batch
+  (SyncBN, not the official protocol).
 
 Head ``W ~ N(0, init_std)``, bias 0. Optimizer: :func:`vicreg_jax.optim.classifier_sgd`
 (PyTorch SGD, per-epoch cosine rate). The loss is the mean cross-entropy over the real rows of
@@ -95,17 +99,61 @@ def create_state(variables: dict, head: dict, tx: optax.GradientTransformation,
   return jax.device_put(state, parallel.replicated(mesh))
 
 
+def encode_in_groups(apply: Callable, images: jax.Array, group_size: int
+                     ) -> tuple[jax.Array, Any]:
+  """Train-mode features with BatchNorm statistics per group of consecutive examples.
+
+  The batch is reshaped to ``[B / group_size, group_size, ...]`` and ``apply`` is vmapped
+  over the groups, so each group is normalised by its own statistics whatever the devices
+  (one group = one GPU of the official ``evaluate.py``, which has no SyncBN).
+
+  Args:
+    apply: ``images [group_size, ...] -> (features f32[group_size, d], batch_stats)``, the
+      encoder in train mode (:func:`features.encode` with ``train=True``).
+    images: [B, ...], B a multiple of ``group_size``.
+    group_size: examples per group, > 0.
+
+  Returns:
+    ``(features f32[B, d], batch_stats)``: the running averages updated by the first group
+    only, as the model the official code saves holds (DDP broadcasts rank 0's buffers at
+    every forward, so the rank-0 running averages are the ones that persist).
+  """
+  batch = images.shape[0]
+  if batch % group_size:
+    raise ValueError(f"--config.eval.finetune.bn_group_size={group_size} does not divide the "
+                     f"batch of {batch} examples; set --config.eval.finetune.batch_size to a "
+                     "multiple of it, or bn_group_size=0 (statistics over the global batch).")
+  groups = images.reshape((batch // group_size, group_size) + images.shape[1:])
+  reps, batch_stats = jax.vmap(apply)(groups)
+  return (reps.reshape((batch,) + reps.shape[2:]),
+          jax.tree.map(lambda stats: stats[0], batch_stats))
+
+
 def make_steps(backbone, tx: optax.GradientTransformation, *, finetune: bool,
-               mean, std, mesh) -> tuple[Callable, Callable]:
+               mean, std, mesh, bn_group_size: int = 0) -> tuple[Callable, Callable]:
   """``(train_step, eval_step)``, both jitted over global batches.
 
   ``train_step(state, batch) -> (state, {"loss"})``; ``eval_step(state, batch) ->
   {"top1", "top5", "count"}`` (weighted hit counts over the batch's real rows). Batches are
   ``{"image" uint8 [B, S, S, 3], "label" i32[B], "weight" f32[B]}``.
+
+  ``bn_group_size`` (fine-tuning only; ``config.eval.finetune.bn_group_size``): 0 normalises
+  the train-mode BatchNorm over the global batch (SyncBN); k > 0 over each group of k
+  consecutive examples (:func:`encode_in_groups`; B must be a multiple of k), keeping the
+  first group's running averages. Padding rows (weight 0) add nothing to the loss but are
+  normalised with, and enter the statistics of, their group (or the global batch).
   """
+  if bn_group_size < 0 or (bn_group_size and not finetune):
+    raise ValueError(f"--config.eval.finetune.bn_group_size={bn_group_size} must be >= 0 (0 "
+                     "for the linear probe, whose frozen encoder uses running statistics).")
+
   def encode(params, batch_stats, images, train):
-    return features.encode(backbone, {"params": params, "batch_stats": batch_stats}, images,
-                           mean=mean, std=std, train=train)
+    def apply(x):
+      return features.encode(backbone, {"params": params, "batch_stats": batch_stats}, x,
+                             mean=mean, std=std, train=train)
+    if train and bn_group_size:
+      return encode_in_groups(apply, images, bn_group_size)
+    return apply(images)
 
   def train_step(state: ClassifierState, batch: dict):
     def loss_fn(params):
@@ -221,8 +269,9 @@ def train_classifier(backbone, variables: dict, train_source, eval_source,
       label subset), batches of ``settings.batch_size``.
     settings: ``config.eval.linear`` (lr, momentum, weight_decay, epochs, init_std) or, to
       fine-tune, ``config.eval.finetune`` (backbone_lr, head_lr, momentum, weight_decay,
-      epochs, init_std). ``backbone_lr=0`` keeps the encoder's weights (its BatchNorm
-      statistics still follow the data, as in PyTorch's train mode).
+      epochs, init_std, bn_group_size: :func:`make_steps`). ``backbone_lr=0`` keeps the
+      encoder's weights (its BatchNorm statistics still follow the data, as in PyTorch's
+      train mode).
     finetune: train the encoder too (train mode) instead of freezing it (eval mode).
     mesh: the device mesh the sources shard over.
     mean, std: per-channel normalisation of the encoder's inputs (``config.augment``).
@@ -244,7 +293,8 @@ def train_classifier(backbone, variables: dict, train_source, eval_source,
   head = init_head(jax.random.key(seed), representation_width(backbone, variables),
                    train_source.num_classes, settings.init_std)
   state = create_state(variables, head, tx, mesh)
-  steps = make_steps(backbone, tx, finetune=finetune, mean=mean, std=std, mesh=mesh)
+  steps = make_steps(backbone, tx, finetune=finetune, mean=mean, std=std, mesh=mesh,
+                     bn_group_size=settings.bn_group_size if finetune else 0)
   state, summary = fit(state, steps, train_source, eval_source, epochs=settings.epochs,
                        checkpointer=checkpointer, on_epoch=on_epoch)
   return summary, {"params": state.params["backbone"], "batch_stats": state.batch_stats}
