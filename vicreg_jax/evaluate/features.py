@@ -30,7 +30,7 @@ def encode(module, variables: dict, images: jax.Array, *, mean, std, train: bool
     images: uint8 [B, S, S, 3].
     mean, std: per-channel normalisation (``config.augment``).
     train: False: eval mode, the running statistics are used and returned unchanged; True:
-      batch statistics (over the global batch), the updated running averages are returned.
+      batch statistics (over the batch it is given), the updated running averages are returned.
     method: the module's method to apply (default ``__call__``).
   """
   x = augment.normalize(augment.to_float(images), mean, std)
