@@ -98,8 +98,9 @@ def _literal(text: str):
 def run_setting(spec: str, overrides: dict, workdir: str, steps: int, probe_epochs: int
                 ) -> dict:
   """Pretrains one setting in ``workdir`` and evaluates its encoder; returns the row."""
-  from vicreg_jax import models, parallel, report, train  # pylint: disable=g-import-not-at-top
+  from vicreg_jax import models, train  # pylint: disable=g-import-not-at-top
   from vicreg_jax.config import load_config_file  # pylint: disable=g-import-not-at-top
+  from vicreg_jax.evaluate import report  # pylint: disable=g-import-not-at-top
   config = load_config_file(spec, **overrides)
   if steps:
     config.num_train_steps = steps
@@ -112,7 +113,7 @@ def run_setting(spec: str, overrides: dict, workdir: str, steps: int, probe_epoc
   backbone = models.create_backbone(config.model)
   variables = models.backbone_variables(
       {"params": result.state.params, "batch_stats": result.state.batch_stats})
-  scores = report.evaluate_encoder(config, parallel.make_mesh(), backbone, variables)
+  scores = report.evaluate_encoder(config, result.mesh, backbone, variables)  # the run's mesh
   final_std = (result.metrics["std_a"] + result.metrics["std_b"]) / 2
   return {**scores, "final_std": final_std, "loss": result.metrics["loss"],
           "steps": int(result.state.step), "wall_s": time.perf_counter() - start}
