@@ -7,6 +7,8 @@ the same program (resume tests, exports, evaluations) skip XLA compilation.
 
 import os
 import pathlib
+import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -69,3 +71,22 @@ def complete_steps(workdir) -> list[int]:
   """The checkpoint steps present in ``workdir``."""
   d = pathlib.Path(workdir) / "checkpoints"
   return sorted(int(p.name) for p in d.glob("*") if p.name.isdigit()) if d.exists() else []
+
+
+def free_port() -> int:
+  """A free port below the kernel's ephemeral range, for a coordinator.
+
+  A port from ``bind(0)`` lies in the ephemeral range, where any outgoing connection (for
+  example process 1 retrying to reach a coordinator that is not listening yet) may be given
+  it between this choice and process 0's bind; ports below the range are never handed out.
+  """
+  with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="utf-8") as f:
+    first_ephemeral = int(f.read().split()[0])
+  for port in random.Random().sample(range(first_ephemeral // 2, first_ephemeral), 200):
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", port))
+      except OSError:
+        continue
+    return port
+  raise AssertionError(f"no free port below {first_ephemeral}")

@@ -1,9 +1,13 @@
 """Mesh construction and batch placement on simulated CPU devices."""
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
 
+import conftest
 from vicreg_jax import parallel
 
 
@@ -25,3 +29,34 @@ def test_host_to_global_shards_leading_axis():
 def test_indivisible_batch_names_the_fix():
   with pytest.raises(ValueError, match="multiple of 8"):
     parallel.check_batch_divisible(12, parallel.make_mesh())
+
+
+# Process 1 reaches its first collective LATE seconds after process 0, as a process does
+# that compiles slowly on a busy core; the gloo connection deadline is 30 s.
+LATE_PROCESS_SCRIPT = """
+import sys, time
+import jax, jax.numpy as jnp, numpy as np
+from vicreg_jax import parallel
+process_id, address, late = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+parallel.initialize_distributed("manual", address, num_processes=2, process_id=process_id)
+mesh = parallel.make_mesh()
+if process_id == 1:
+  time.sleep(late)
+x = parallel.host_to_global(mesh, np.full((jax.local_device_count(),), process_id + 1.0))
+print(float(jax.jit(jnp.sum, out_shardings=parallel.replicated(mesh))(x).addressable_data(0)))
+"""
+
+
+def test_a_process_late_to_its_first_collective_is_waited_for():
+  address = f"127.0.0.1:{conftest.free_port()}"
+  procs = [subprocess.Popen([sys.executable, "-c", LATE_PROCESS_SCRIPT, str(i), address, "35"],
+                            env=conftest.cli_env(2, cache=False), cwd=conftest.ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=conftest.SUBPROCESS_TIMEOUT) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+  assert [o[0].split()[-1] for o in outs] == ["6.0", "6.0"]  # 2 devices x 1 + 2 devices x 2

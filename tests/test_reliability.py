@@ -7,7 +7,6 @@ import pathlib
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,8 +18,8 @@ import pytest
 from flax import serialization
 
 import conftest
-from conftest import (ROOT, SUBPROCESS_TIMEOUT, TINY_RECIPE, cli_env, complete_steps, main_cmd,
-                      run_main)
+from conftest import (ROOT, SUBPROCESS_TIMEOUT, TINY_RECIPE, cli_env, complete_steps, free_port,
+                      main_cmd, run_main)
 from vicreg_jax import checkpoint, optim, train
 
 TIMEOUT = SUBPROCESS_TIMEOUT
@@ -149,25 +148,6 @@ def test_cli_rejects_unwritable_workdir_and_indivisible_batch(tmp_path):
   assert result.returncode != 0 and "not writable" in result.stderr
   result = run_main(tmp_path / "w", "--config.batch_size=6", devices=4)
   assert result.returncode != 0 and "multiple of 4" in result.stderr
-
-
-def free_port():
-  """A free port below the kernel's ephemeral range, for the coordinator.
-
-  A port from ``bind(0)`` lies in the ephemeral range, where any outgoing connection (for
-  example process 1 retrying to reach a coordinator that is not listening yet) may be given
-  it between this choice and process 0's bind; ports below the range are never handed out.
-  """
-  with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="utf-8") as f:
-    first_ephemeral = int(f.read().split()[0])
-  for port in random.Random().sample(range(first_ephemeral // 2, first_ephemeral), 200):
-    with socket.socket() as s:
-      try:
-        s.bind(("127.0.0.1", port))
-      except OSError:
-        continue
-    return port
-  raise AssertionError(f"no free port below {first_ephemeral}")
 
 
 def run_two_processes(command):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -42,6 +43,29 @@ def initialize_distributed(mode: str, coordinator_address: str = "",
                                num_processes=num_processes, process_id=process_id)
   else:
     raise ValueError(f"Unknown distributed mode {mode!r}; use 'none', 'auto' or 'manual'.")
+  connect_collectives()
+
+
+def connect_collectives() -> None:
+  """Connects the processes for collectives now, while they are in step.
+
+  The gloo collectives of CPU processes connect lazily, at the first cross-process
+  collective over a given set of devices, and give every process 30 s to get there (a
+  deadline JAX does not expose). Anything done before that first collective (compiling the
+  train step, loading data) can drift the processes further apart than that on a busy
+  machine, and the run then dies with "Gloo context initialization failed ... timed out".
+  Right after ``jax.distributed.initialize`` the processes have just met, so one tiny sum
+  over the mesh's devices here connects them; later collectives over the same devices reuse
+  the connection and wait for a slower process. Free for a single process.
+  """
+  if jax.process_count() == 1:
+    return
+  mesh = make_mesh()
+  ones = jax.make_array_from_process_local_data(
+      batch_sharding(mesh), np.ones((jax.local_device_count(),), np.int32))
+  total = jax.jit(jnp.sum, out_shardings=replicated(mesh))(ones)
+  if int(total.addressable_data(0)) != jax.device_count():
+    raise RuntimeError(f"cross-process sum over {jax.device_count()} devices gave {total}")
 
 
 def make_mesh(devices: list[Any] | None = None) -> Mesh:
