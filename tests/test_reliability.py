@@ -201,6 +201,6 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
 
 def eval_cmd(workdir, *flags):
   return [sys.executable, "-m", "vicreg_jax.evaluate", f"--config={TINY_RECIPE}", f"--workdir={workdir}",
-          "--protocols=knn,linear", "--config.eval.linear.on_features=False",
+          "--protocols=knn,linear", "--config.eval.linear.on_features=True",
           "--config.eval.linear.epochs=1", "--config.eval.feature_batch=64",
           "--config.eval.linear.batch_size=64", *flags]
