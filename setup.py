@@ -33,6 +33,8 @@ setuptools.setup(
     extras_require={
         "test": [
             "pytest",
+            # Two workers on two cores: the suite is mostly single-threaded XLA compilation.
+            "pytest-xdist",
             # CPU build found on local disk; parity tests against PyTorch.
             "torch==2.13.0",
             # The augmentations against PIL (the official code's ops) on real photos.

@@ -1,7 +1,7 @@
 """Test set-up and shared helpers: 8 simulated CPU devices, one compilation cache, tiny runs.
 
 The devices are set before JAX initialises a backend. One persistent compilation cache
-(per test session) serves the in-process tests and every CLI subprocess, so repeated runs of
+(per test session, shared by the xdist workers) serves the in-process tests and every CLI subprocess, so repeated runs of
 the same program (resume tests, exports, evaluations) skip XLA compilation.
 """
 
@@ -25,7 +25,11 @@ TINY_RECIPE = f"{CONFIG_DIR}/demo.py:tiny"
 # A hang guard for CLI subprocesses, not a speed check: a tiny run takes seconds on an idle
 # machine but minutes on two cores shared with other jobs.
 SUBPROCESS_TIMEOUT = 900
-XLA_CACHE_DIR = tempfile.mkdtemp(prefix="vicreg_jax_test_xla_cache_")
+# Made once by the first process that imports this file (pytest, or its xdist controller) and
+# inherited by the xdist workers, so every worker and subprocess shares one cache.
+if "VICREG_JAX_TEST_XLA_CACHE" not in os.environ:
+  os.environ["VICREG_JAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="vicreg_jax_test_xla_cache_")
+XLA_CACHE_DIR = os.environ["VICREG_JAX_TEST_XLA_CACHE"]
 
 jax.config.update("jax_num_cpu_devices", NUM_DEVICES)
 jax.config.update("jax_compilation_cache_dir", XLA_CACHE_DIR)
