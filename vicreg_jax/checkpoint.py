@@ -231,6 +231,7 @@ def restore_variables(workdir: str, step: int | None, mesh) -> tuple[dict, dict,
     raise _no_checkpoints(directory)
   step = max(steps) if step is None else step
   if step not in steps:
+    manager.close()
     raise ValueError(f"Step {step} is not in {workdir}; available steps: {sorted(steps)}.")
   # Replicated on this run's devices, whatever the devices and processes that saved it.
   replicated = parallel.replicated(mesh)
