@@ -5,6 +5,7 @@ export entry points (which pull in Orbax) load on first use.
 
 Loss:      vicreg_loss, invariance_term, variance_term, covariance_term, embedding_std,
            gather_batch
+Collapse:  diagnose, effective_rank (diagnostics of a batch of representations/embeddings)
 Models:    resnet, create_model, create_backbone, backbone_variables, representation_dim
 Optimizer: lars, vicreg_schedule, create_optimizer, peak_learning_rate
 Config:    base_config, augment_recipe, load_config_file, validate_config
@@ -22,6 +23,7 @@ import importlib
 
 from vicreg_jax.config import augment_recipe, base_config, load_config_file
 from vicreg_jax.config import validate as validate_config
+from vicreg_jax.diagnostics import diagnose, effective_rank
 from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, invariance_term,
                                variance_term, vicreg_loss)
 from vicreg_jax.data import (augment_pair, augment_view, create_labelled_source,
@@ -51,7 +53,7 @@ def __getattr__(name):
 __all__ = [
     "augment_recipe", "base_config", "load_config_file", "validate_config",
     "covariance_term", "embedding_std", "gather_batch", "invariance_term", "variance_term",
-    "vicreg_loss",
+    "vicreg_loss", "diagnose", "effective_rank",
     "augment_pair", "augment_view", "create_labelled_source", "create_view_source",
     "load_arrays",
     "eval_transform", "extract_features", "finetune", "knn_accuracy", "knn_predict",

@@ -264,6 +264,12 @@ def base_config() -> ml_collections.ConfigDict:
       feature_batch=512,          # images per forward pass when extracting features
       knn_every_steps=0,          # kNN monitor during pretraining every N steps; 0 = off
       monitor_examples=10000,     # kNN monitor: at most this many train and test images
+      # Collapse diagnostics during pretraining every N steps (0 = off): effective rank
+      # (RankMe, Garrido et al. 2023), rank fraction, mean |correlation| and std of branch
+      # a's representation and embedding on a fixed probe batch of train-split eval crops.
+      diagnostics_every_steps=0,
+      diagnostics_examples=512,   # the probe batch (a multiple of the device count)
+      diagnostics_threshold=1e-3, # rank fraction: singular values above this x the largest
   ))
   return c
 
@@ -406,6 +412,11 @@ def validate_eval(e: ml_collections.ConfigDict) -> None:
   _require(e.knn_every_steps >= 0 and e.monitor_examples >= 0,
            "--config.eval.knn_every_steps and --config.eval.monitor_examples must be >= 0 "
            "(0 = off / all examples).")
+  _require(e.diagnostics_every_steps >= 0 and e.diagnostics_examples >= 2
+           and 0 < e.diagnostics_threshold < 1,
+           "--config.eval.diagnostics_every_steps must be >= 0 (0 = off), "
+           "--config.eval.diagnostics_examples >= 2 and --config.eval.diagnostics_threshold "
+           "in (0, 1).")
   _require(e.knn.k > 0 and e.knn.temperature > 0 and e.feature_batch > 0,
            "--config.eval.knn.k, --config.eval.knn.temperature and --config.eval.feature_batch "
            "must be > 0.")

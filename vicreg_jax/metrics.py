@@ -16,6 +16,19 @@ from typing import Mapping
 import jax
 
 METRICS_FILE = "metrics.jsonl"
+# The singular-value spectra of the latest collapse-diagnostics step (overwritten each time).
+SPECTRA_FILE = "spectra.json"
+
+
+def write_spectra(workdir: str, step: int, spectra: Mapping[str, list]) -> None:
+  """Writes ``{"step", <name>: normalised singular values}`` to ``workdir/spectra.json``
+  atomically (process 0 only)."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, SPECTRA_FILE)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(dict(spectra, step=step), f)
+  os.replace(path + ".tmp", path)
 
 
 def drop_superseded(path: str, start_step: int) -> int:

@@ -297,6 +297,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> Tr
        f"to {total_steps}.")
   knn_every = config.eval.knn_every_steps
   knn_monitor = monitor_lib.KnnMonitor(config, mesh, model) if knn_every > 0 else None
+  diagnostics_every = config.eval.diagnostics_every_steps
+  diagnostics_monitor = (monitor_lib.DiagnosticsMonitor(config, mesh, model)
+                         if diagnostics_every > 0 else None)
   writer = metrics_lib.MetricWriter(workdir, start_step=start_step)
   progress = metrics_lib.Progress(total_steps, config.batch_size, start_step)
   last = {}
@@ -323,6 +326,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> Tr
           if progress.is_active:
             print(f"step {done}/{total_steps}  kNN top-1 {knn_metrics['knn_top1']:.2f}%  "
                   f"top-5 {knn_metrics['knn_top5']:.2f}%", flush=True)
+        if diagnostics_monitor is not None and (done % diagnostics_every == 0
+                                                or done == total_steps):
+          diagnosed, spectra = diagnostics_monitor(state)
+          writer.write(done, diagnosed)
+          metrics_lib.write_spectra(workdir, done, spectra)
+          if progress.is_active:
+            print(f"step {done}/{total_steps}  effective rank: representation "
+                  f"{diagnosed['representation_effective_rank']:.1f}, embedding "
+                  f"{diagnosed['embedding_effective_rank']:.1f}", flush=True)
         if log_now:
           last = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
           writer.write(done, last)

@@ -11,10 +11,12 @@ import ml_collections
 from vicreg_jax import data
 
 
-def feature_source(config: ml_collections.ConfigDict, mesh, split: str):
-  """Un-augmented evaluation crops of ``split`` (batches of ``eval.feature_batch``)."""
+def feature_source(config: ml_collections.ConfigDict, mesh, split: str,
+                   batch_size: int | None = None):
+  """Un-augmented evaluation crops of ``split`` (batches of ``batch_size``, by default
+  ``eval.feature_batch``)."""
   return data.create_labelled_source(config, mesh, split=split, train=False,
-                                     batch_size=config.eval.feature_batch)
+                                     batch_size=batch_size or config.eval.feature_batch)
 
 
 def protocol_sources(config: ml_collections.ConfigDict, mesh, protocol: str):

@@ -95,6 +95,14 @@ class VICReg(nn.Module):
     """Representation f32[n, representation_dim] of one branch's encoder (for evaluation)."""
     return self._branch(branch)[0](x, train=train)
 
+  def represent_and_embed(self, x, *, train: bool, branch: str = "a"
+                          ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``(representation [n, representation_dim], embedding [n, expander width])`` of one
+    branch (for the collapse diagnostics)."""
+    backbone, expander = self._branch(branch)
+    representation = backbone(x, train=train)
+    return representation, expander(representation, train=train)
+
 
 def _dtype(model_config: ml_collections.ConfigDict):
   if model_config.dtype not in DTYPES:
