@@ -29,6 +29,8 @@ setuptools.setup(
         "safetensors",
         # TensorBoard scalars without TensorFlow.
         "tensorboardX",
+        # python -m vicreg_jax.plot (imported by that command only).
+        "matplotlib",
     ],
     extras_require={
         "test": [
