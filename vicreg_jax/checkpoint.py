@@ -32,7 +32,8 @@ DAMAGED_DIR = "checkpoints.damaged"
 # seed) would continue a different run, and is refused naming the keys that differ.
 RUN_LENGTH_KEYS = ("epochs", "num_train_steps")
 FREE_KEY_PREFIXES = ("checkpoint.", "log_every_steps", "eval.", "distributed.", "nonfinite",
-                     "data.prefetch_batches", "data.device_prefetch", "data.threads")
+                     "data.prefetch_batches", "data.device_prefetch", "data.threads",
+                     "compilation_cache_dir", "transfer_guard")
 
 # Marks, in a checkpoint's saved config, a backbone imported from released weights.
 IMPORTED_KEY = "imported_from"

@@ -27,6 +27,27 @@ HELP_FLAGS = ("--help", "-help", "--helpshort", "-?", "-h")
 CONFIG_KEYS_DOC = ("every --config.* key is documented in vicreg_jax/config.py (README: "
                    "'Pretraining', 'Evaluate and export')")
 FLAG_ERROR_STATUS = 2
+# config.compilation_cache_dir = "auto" without $JAX_COMPILATION_CACHE_DIR.
+DEFAULT_COMPILATION_CACHE = os.path.join("~", ".cache", "vicreg_jax", "xla")
+
+
+def enable_compilation_cache(setting: str) -> str | None:
+  """Turns on JAX's persistent compilation cache as ``config.compilation_cache_dir`` says;
+  returns the folder used (None: off).
+
+  ``"auto"``: ``$JAX_COMPILATION_CACHE_DIR`` when set, else ``~/.cache/vicreg_jax/xla``;
+  ``""``: off; anything else: that folder. Programs that take longer than JAX's
+  ``jax_persistent_cache_min_compile_time_secs`` (1 s by default) to compile are stored, so a
+  resumed run, an evaluation or an export of the same shapes loads them instead.
+  """
+  if not setting:
+    return None
+  if setting == "auto":
+    setting = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.expanduser(
+        DEFAULT_COMPILATION_CACHE)
+  import jax  # pylint: disable=g-import-not-at-top  (--help must not initialise JAX)
+  jax.config.update("jax_compilation_cache_dir", setting)
+  return setting
 
 
 def flag_error_message(err: Exception, argv: list[str]) -> str:

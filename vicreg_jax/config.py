@@ -242,10 +242,15 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.log_every_steps = 50
-  c.nonfinite = "stop"
+  c.nonfinite = "stop"                  # "stop" or "skip" a step whose loss/gradient is not finite
   # jax.transfer_guard level around the training loop: "allow", or "log" / "disallow" to
   # find implicit host<->device copies (every intended one is an explicit device_put/get).
-  c.transfer_guard = "allow"            # "stop" or "skip" a step whose loss/gradient is not finite
+  c.transfer_guard = "allow"
+  # JAX's persistent compilation cache for the command-line programs, so that a resumed or
+  # repeated run loads its compiled steps instead of compiling them again: "auto" =
+  # $JAX_COMPILATION_CACHE_DIR if set, else ~/.cache/vicreg_jax/xla; a folder (local or
+  # gs://); "" = off.
+  c.compilation_cache_dir = "auto"
 
   probe = probe_config()          # paper's kNN and linear-probe protocol (App. C.2)
   c.eval = ml_collections.ConfigDict(dict(

@@ -35,6 +35,7 @@ def main() -> None:
   from vicreg_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
   from vicreg_jax.evaluate import report  # pylint: disable=g-import-not-at-top
   config, workdir = FLAGS.config, FLAGS.workdir
+  cli.enable_compilation_cache(config.compilation_cache_dir)
   result = train.train_and_evaluate(config, workdir)
   if not result.finished:
     print(f"Stopped at step {result.step} of {result.total_steps}: no evaluation and no "

@@ -33,6 +33,7 @@ def run() -> None:
   # Imported here so that --help and flag errors do not pay for initialising JAX.
   from vicreg_jax import parallel  # pylint: disable=g-import-not-at-top
   from vicreg_jax.evaluate import run as run_lib  # pylint: disable=g-import-not-at-top
+  cli.enable_compilation_cache(FLAGS.config.compilation_cache_dir)
   parallel.initialize_distributed(**FLAGS.config.distributed)
   run_lib.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.protocols,
                            mesh=parallel.make_mesh(), step=FLAGS.step,
