@@ -44,7 +44,8 @@ def tiny_config(**overrides):
 
 def cli_env(devices: int = 1, cache: bool = True) -> dict:
   """Environment of a CLI subprocess: ``devices`` CPU devices, this checkout, and the shared
-  compilation cache (``cache=False`` for a run that must compile)."""
+  compilation cache (``cache=False``: not the tests' cache; also pass
+  ``--config.compilation_cache_dir=`` for a CLI run that must compile)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
              TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
   if cache:

@@ -35,6 +35,8 @@ def test_help_exits_0_and_names_where_config_keys_are(tmp_path):
 
 
 def start(workdir, *flags, cache=True):
+  if not cache:  # neither the tests' cache nor the CLI's default one
+    flags = (*flags, "--config.compilation_cache_dir=")
   return subprocess.Popen(main_cmd(workdir, *flags), env=cli_env(1, cache), cwd=pathlib.Path(
       __file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
