@@ -170,9 +170,17 @@ def run_two_processes(command):
   assert all(p.returncode == 0 for p in procs), (port, [o[1][-2000:] for o in outs])
 
 
+# Largest relative difference of any exported leaf, two processes vs one (see below).
+TWO_PROCESS_TOLERANCE = 2e-4
+
+
 def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
-  # Few steps: cross-process (gloo) and in-process all-reduces sum in different orders, and
-  # training amplifies that rounding noise step by step (6 steps: ~2e-5 on small leaves).
+  # Cross-process (gloo) and in-process all-reduces sum in different orders. The rounding
+  # noise is largest on leaves that start at zero (BatchNorm biases: sums of cancelling
+  # gradient terms): after 3 steps, one process with 1, 2 or 8 devices differs from 4
+  # devices by up to 1.5e-5 of a leaf's scale (measured; 2 processes x 2 devices: 1.1e-5),
+  # so 1e-5 failed at random with the CPU and the load. A real difference shows far above
+  # TOLERANCE: base_lr 0.3 -> 0.3003 (0.1%) moves some leaf by 2.7e-3 of its scale.
   flags = ["--config.num_train_steps=3", "--config.checkpoint.every_steps=3"]
   one = run_main(tmp_path / "one", *flags, devices=4)
   assert one.returncode == 0, one.stderr[-2000:]
@@ -180,7 +188,7 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
   for a, b in zip(exported(tmp_path / "two"), exported(tmp_path / "one")):
     err = np.max(np.abs(a - b)) / np.max(np.abs(b))  # relative to the leaf's scale
     print(f"two-process vs one-process: {err:.1e}")
-    assert err <= 1e-5
+    assert err <= TWO_PROCESS_TOLERANCE
   # The two-process checkpoints restore in a one-process run with the same 4-device mesh.
   more = run_main(tmp_path / "two", "--config.num_train_steps=5",
                   "--config.checkpoint.every_steps=3", devices=4)
