@@ -67,6 +67,17 @@ def test_invalid_values_name_the_key(key, value, match):
     config_lib.validate(c)
 
 
+@pytest.mark.parametrize("key, match", [
+    ("loss.std_cof", r"no key 'std_cof'.*std_coeff"),     # a typo: the close names
+    ("nope.a", r"no key 'nope'.*'optim'"),                 # no close name: all of them
+    ("loss.std_coeff.x", "loss.std_coeff is a value"),     # a value used as a group
+])
+def test_override_of_a_missing_key_is_refused(key, match):
+  # Setting it would add a key nothing reads: the run would silently ignore the override.
+  with pytest.raises(KeyError, match=match):
+    config_lib.load_config_file(f"{CONFIG_DIR / 'demo'}.py", **{key: 1.0})
+
+
 def test_missing_config_file_is_named():
   with pytest.raises(FileNotFoundError, match="nope.py"):
     config_lib.load_config_file("configs/nope.py")

@@ -8,6 +8,7 @@ Values follow the official ``facebookresearch/vicreg`` code (``main_vicreg.py``,
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
@@ -283,6 +284,10 @@ def load_config_file(spec: str, **overrides) -> ml_collections.ConfigDict:
   """Loads ``path/to/recipe.py[:variant]`` like ``--config`` does, then sets dotted overrides.
 
   Example: ``load_config_file("configs/demo.py:tiny", **{"optim.base_lr": 0.3})``.
+
+  Raises:
+    KeyError when an override names a key the recipe does not have (a typo would otherwise
+    add a new key that nothing reads), with the closest existing names.
   """
   path, _, variant = spec.partition(":")
   if not os.path.isfile(path):
@@ -295,8 +300,16 @@ def load_config_file(spec: str, **overrides) -> ml_collections.ConfigDict:
   for key, value in overrides.items():
     *parents, leaf = key.split(".")
     node = config
-    for parent in parents:
-      node = node[parent]
+    for name in (*parents, leaf):
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise KeyError(f"{key!r}: in {path}, {key.partition('.' + name)[0]} is a value, "
+                       "not a group of keys.")
+      if name not in node:
+        close = difflib.get_close_matches(name, list(node.keys()), n=3)
+        raise KeyError(f"{key!r}: {path} has no key {name!r} there"
+                       + (f"; did you mean {close}?" if close else f"; it has {sorted(node)}."))
+      if name != leaf:
+        node = node[name]
     node[leaf] = value
   return config
 
