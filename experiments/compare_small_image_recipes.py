@@ -25,10 +25,10 @@ per-row numbers to ``<workdir>/table.md`` and ``<workdir>/results.json`` as rows
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
+
+import grid  # experiments/grid.py
 
 # The ImageNet LARS values the small-image recipes used before (official main_vicreg.py:
 # trust coefficient 1e-3, weight decay 1e-6; base lr 0.5 = the paper's App. C.4 value for
@@ -72,51 +72,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
                       help=f"configs/demo.py:tiny, {SMOKE_STEPS} steps, {SMOKE_PROBE_EPOCHS} probe "
                       "epochs: checks the script, measures nothing")
   args, rest = parser.parse_known_args(argv)
-  overrides = {}
-  for item in rest:
-    key, sep, value = item.partition("=")
-    if not key.startswith("--config.") or not sep:
-      parser.error(f"unrecognised argument {item!r}; overrides look like --config.a.b=value")
-    overrides[key[len("--config."):]] = _literal(value)
-  names = [n for n in args.only.split(",") if n] or list(SETTING_NAMES)
-  unknown = sorted(set(names) - set(SETTING_NAMES))
-  if unknown:
-    parser.error(f"--only: unknown settings {unknown}; choose from {SETTING_NAMES}")
-  args.only = names
+  overrides = grid.parse_overrides(parser, rest)
+  args.only = grid.choose(parser, args.only, SETTING_NAMES)
   return args, overrides
-
-
-def _literal(text: str):
-  """``"0.3"`` -> 0.3, ``"True"`` -> True, anything else stays a string."""
-  import ast  # pylint: disable=g-import-not-at-top
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def run_setting(spec: str, overrides: dict, workdir: str, steps: int, probe_epochs: int
-                ) -> dict:
-  """Pretrains one setting in ``workdir`` and evaluates its encoder; returns the row."""
-  from vicreg_jax import models, train  # pylint: disable=g-import-not-at-top
-  from vicreg_jax.config import load_config_file  # pylint: disable=g-import-not-at-top
-  from vicreg_jax.evaluate import report  # pylint: disable=g-import-not-at-top
-  config = load_config_file(spec, **overrides)
-  if steps:
-    config.num_train_steps = steps
-  config.eval.compare_random = False      # only the trained encoder: the table compares rows
-  config.eval.linear.on_features = True   # the feature fast path of the demo's report
-  if probe_epochs:
-    config.eval.linear.epochs = probe_epochs
-  start = time.perf_counter()
-  result = train.train_and_evaluate(config, workdir)
-  backbone = models.create_backbone(config.model)
-  variables = models.backbone_variables(
-      {"params": result.state.params, "batch_stats": result.state.batch_stats})
-  scores = report.evaluate_encoder(config, result.mesh, backbone, variables)  # the run's mesh
-  final_std = (result.metrics["std_a"] + result.metrics["std_b"]) / 2
-  return {**scores, "final_std": final_std, "loss": result.metrics["loss"],
-          "steps": int(result.state.step), "wall_s": time.perf_counter() - start}
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -142,15 +100,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
   rows = []
   for name, description, setting in chosen:
     print(f"=== {name}: {description}", flush=True)
-    row = run_setting(spec, {**overrides, **setting}, os.path.join(args.workdir, name),
+    row = grid.run_setting(spec, {**overrides, **setting}, os.path.join(args.workdir, name),
                       steps, probe_epochs)
     rows.append({"setting": name, "description": description, "overrides": setting, **row})
-    table = markdown_table(rows)
-    with open(os.path.join(args.workdir, "table.md"), "w", encoding="utf-8") as f:
-      f.write(table + "\n")
-    with open(os.path.join(args.workdir, "results.json"), "w", encoding="utf-8") as f:
-      json.dump({"config": spec, "steps": steps, "config_overrides": overrides, "rows": rows},
-                f, indent=2)
+    grid.write_results(args.workdir, markdown_table(rows),
+                       {"config": spec, "steps": steps, "config_overrides": overrides}, rows)
   print(f"\n{spec}, {rows[0]['steps'] if rows else 0} steps, seed "
         f"{overrides.get('seed', 'of the recipe')}\n")
   print(markdown_table(rows), flush=True)

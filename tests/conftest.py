@@ -42,6 +42,16 @@ def tiny_config(**overrides):
   return config_lib.load_config_file(TINY_RECIPE, **overrides)
 
 
+def load_experiment(name: str):
+  """The script ``experiments/<name>.py`` as a module, with ``experiments/`` on ``sys.path``
+  (as when the script runs: it imports its sibling ``grid``)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  folder = str(ROOT / "experiments")
+  if folder not in sys.path:
+    sys.path.insert(0, folder)
+  return importlib.import_module(name)
+
+
 def cli_env(devices: int = 1, cache: bool = True) -> dict:
   """Environment of a CLI subprocess: ``devices`` CPU devices, this checkout, and the shared
   compilation cache (``cache=False``: not the tests' cache; also pass

@@ -1,18 +1,12 @@
 """experiments/compare_small_image_recipes.py: the smoke mode trains and evaluates every row."""
 
-import importlib.util
 import json
-import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "experiments" / "compare_small_image_recipes.py"
+from conftest import load_experiment
 
 
 def load_script():
-  spec = importlib.util.spec_from_file_location("compare_small_image_recipes", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_experiment("compare_small_image_recipes")
 
 
 def test_smoke_mode_trains_evaluates_and_tabulates_the_two_recipes(tmp_path, capsys):
