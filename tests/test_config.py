@@ -1,6 +1,7 @@
 """Recipe files load, validate, and invalid values are rejected with the key to fix."""
 
 import pathlib
+import re
 
 import pytest
 
@@ -131,3 +132,18 @@ def test_imagenet_recipe_keeps_the_official_lars():
   for variant in ("", "ep100"):
     optim = load("imagenet_resnet50", variant).optim
     assert (optim.trust_coefficient, optim.weight_decay) == (1e-3, 1e-6)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"model.shared_branches": False, "model.branch_b.spatial_dims": 1},
+     "model.branch_b.spatial_dims"),
+    ({"model.spatial_dims": 1}, "model.spatial_dims"),
+    ({"model.spatial_dims": 3}, "model.spatial_dims"),
+])
+def test_one_dimensional_encoder_on_image_data_is_refused_before_compiling(overrides, key):
+  c = config_lib.load_config_file(f"{CONFIG_DIR / 'demo'}.py", **overrides)
+  with pytest.raises(ValueError, match=rf"--config\.{re.escape(key)}=\d.*(2|images)"):
+    config_lib.validate(c)
+  # The two-dimensional setting of the same key passes.
+  config_lib.validate(config_lib.load_config_file(f"{CONFIG_DIR / 'demo'}.py",
+                                                  **{**overrides, key: 2}))

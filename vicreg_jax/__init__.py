@@ -12,6 +12,7 @@ Config:    base_config, augment_recipe, load_config_file, validate_config
 Training:  train_and_evaluate, TrainState
 Data:      create_view_source, create_labelled_source, augment_pair, augment_view,
            load_arrays
+Audio:     log_mel_spectrogram, mel_filterbank (on-device log-mel images in [0, 1])
 Evaluate:  extract_features, knn_accuracy, knn_predict, linear_probe, train_classifier
            (linear_probe_images and finetune are its two modes), probe_config,
            eval_transform, evaluate_workdir
@@ -28,6 +29,7 @@ from vicreg_jax.losses import (covariance_term, embedding_std, gather_batch, inv
                                variance_term, vicreg_loss)
 from vicreg_jax.data import (augment_pair, augment_view, create_labelled_source,
                              create_view_source, load_arrays)
+from vicreg_jax.data.spectrogram import log_mel_spectrogram, mel_filterbank
 from vicreg_jax.evaluate import (eval_transform, extract_features, finetune, knn_accuracy,
                                  knn_predict, linear_probe, linear_probe_images, probe_config,
                                  train_classifier)
@@ -55,7 +57,7 @@ __all__ = [
     "covariance_term", "embedding_std", "gather_batch", "invariance_term", "variance_term",
     "vicreg_loss", "diagnose", "effective_rank",
     "augment_pair", "augment_view", "create_labelled_source", "create_view_source",
-    "load_arrays",
+    "load_arrays", "log_mel_spectrogram", "mel_filterbank",
     "eval_transform", "extract_features", "finetune", "knn_accuracy", "knn_predict",
     "linear_probe", "linear_probe_images", "probe_config", "train_classifier",
     "Expander", "ResNet", "VICReg", "backbone_variables", "create_backbone", "create_model", "representation_dim", "resnet",

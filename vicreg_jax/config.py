@@ -358,6 +358,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
            "set it to 0 (the kNN monitor, --config.eval.knn_every_steps, works with any "
            "source).")
   validate_numbers(c)
+  validate_branch_inputs(c)
   validate_eval(c.eval)
   validate_eval_splits(c)
   for name in ("view_a", "view_b"):
@@ -365,6 +366,21 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for key in ("flip_prob", "jitter_prob", "grayscale_prob", "blur_prob", "solarize_prob"):
       _require(0.0 <= view[key] <= 1.0,
                f"--config.augment.{name}.{key}={view[key]} is not a probability in [0, 1].")
+
+
+def validate_branch_inputs(c: ml_collections.ConfigDict) -> None:
+  """Each branch's encoder rank matches what the data source yields: every source today
+  yields images ``[n, h, w, 3]``, so a 1-D encoder (raw audio ``[n, t, 1]``) is refused here
+  instead of failing with a rank error inside the compiled step."""
+  dims = {"model.spatial_dims": c.model.spatial_dims}
+  if c.model.get("branch_b") is not None and c.model.branch_b.get("spatial_dims") is not None:
+    dims["model.branch_b.spatial_dims"] = c.model.branch_b.spatial_dims
+  for key, value in dims.items():
+    _require(value in (1, 2), f"--config.{key}={value}; use 2 (images) or 1 (signals).")
+    _require(value == 2, f"--config.{key}={value} builds a 1-D encoder, but "
+             f"--config.data.source={c.data.source!r} yields images [n, h, w, 3]; set "
+             f"--config.{key}=2 (or leave model.branch_b.spatial_dims unset). No data source "
+             "feeds 1-D signals yet.")
 
 
 def _finite(x) -> bool:

@@ -1,7 +1,8 @@
 """Input data: the source factories, their protocols, and the names callers use.
 
-Layers, each importing only those above it: ``augment`` (on-device view ops) and
-``geometry`` (crop windows, resampling) in pure JAX; ``datasets`` (whole splits on the
+Layers, each importing only those above it: ``augment`` (on-device view ops),
+``geometry`` (crop windows, resampling) and ``spectrogram`` (log-mel images of audio) in pure
+JAX; ``datasets`` (whole splits on the
 host), ``subsets`` (label subsets) and ``folders`` (the image-folder walker); the sources,
 ``in_memory`` (on the devices) and ``tf_input`` (tf.data streams, the only module importing
 TensorFlow, imported here only when a streaming source is created). Importing this package
