@@ -31,6 +31,10 @@ setuptools.setup(
         "tensorboardX",
         # python -m vicreg_jax.plot (imported by that command only).
         "matplotlib",
+        # Audio decoding (libsndfile: WAV/FLAC/OGG) and resampling; imported by the audio
+        # loaders only.
+        "soundfile>=0.12",
+        "scipy",
     ],
     extras_require={
         "test": [

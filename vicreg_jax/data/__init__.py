@@ -2,8 +2,9 @@
 
 Layers, each importing only those above it: ``augment`` (on-device view ops),
 ``geometry`` (crop windows, resampling) and ``spectrogram`` (log-mel images of audio) in pure
-JAX; ``datasets`` (whole splits on the
-host), ``subsets`` (label subsets) and ``folders`` (the image-folder walker); the sources,
+JAX; ``datasets`` (whole splits on the host), ``audio_files`` (ESC-50 and audio class
+folders, decoded on the host), ``subsets`` (label subsets) and ``folders`` (the image-folder
+walker); the sources,
 ``in_memory`` (on the devices) and ``tf_input`` (tf.data streams, the only module importing
 TensorFlow, imported here only when a streaming source is created). Importing this package
 never imports TensorFlow.
