@@ -159,6 +159,33 @@ def probe_config() -> ml_collections.ConfigDict:
   ))
 
 
+def audio_recipe() -> ml_collections.ConfigDict:
+  """Audio clips and their two views (waveform for branch a, log-mel image for branch b).
+
+  The paper's ESC-50 experiment (Appendix D.2) states only the encoders, AdamW and the
+  [0, 1] mel input; these values are ours, sized for CPU demos: 16 kHz, 1 s crops of
+  2 s clips, a 25 ms / 10 ms STFT (400 / 160 samples at 16 kHz, the usual speech and
+  AudioSet framing) with 64 Slaney mel bands up to the Nyquist frequency.
+  """
+  return ml_collections.ConfigDict(dict(
+      sample_rate=16000,          # Hz; every clip is resampled to it
+      clip_seconds=2.0,           # stored clip length (cut or zero-padded at the end)
+      crop_seconds_a=1.0,         # view a: random time crop fed as a waveform [n, t, 1]
+      crop_seconds_b=1.0,         # view b: random time crop fed as a log-mel [n, mels, frames, 1]
+      gain_db=6.0,                # each view's gain drawn uniformly in [-gain_db, +gain_db] dB
+      noise_std=0.0,              # white noise added to each view (amplitude units)
+      n_fft=400,                  # STFT frame (samples)
+      hop_length=160,             # STFT hop (samples)
+      n_mels=64,
+      fmin=0.0,                   # Hz
+      fmax=8000.0,                # Hz, at most sample_rate / 2
+      mel_scale="slaney",         # "slaney" (librosa) or "htk" (torchaudio)
+      mel_norm="slaney",          # "slaney" (unit-area triangles) or None (peak 1)
+      floor=1e-10,                # smallest mel power before the log (librosa's amin)
+      top_db=80.0,                # dynamic range kept below each clip's peak (dB)
+  ))
+
+
 def base_config() -> ml_collections.ConfigDict:
   """ImageNet ResNet-50 VICReg with the official hyper-parameters (100-epoch run length)."""
   c = ml_collections.ConfigDict()
@@ -211,6 +238,7 @@ def base_config() -> ml_collections.ConfigDict:
       threads=0,                  # tf.data private thread pool size; 0 = AUTOTUNE
   ))
   c.augment = augment_recipe("official")
+  c.audio = audio_recipe()  # read by the audio data only
 
   c.optim = ml_collections.ConfigDict(dict(
       # Per 256 examples (peak lr = base_lr * batch / 256). 0.3 at batch 2048 for the
