@@ -226,10 +226,15 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.data = ml_collections.ConfigDict(dict(
-      source="tfds",              # "tfds", "folder", "memory" or "synthetic" (benchmarking)
-      name="imagenet2012",        # tfds name; for "memory": digits, cifar10, cifar100, stl10, npz
+      source="tfds",              # "tfds", "folder", "memory", "audio" or "synthetic" (benchmarking)
+      name="imagenet2012",        # tfds name; "memory": digits, cifar10, cifar100, stl10, npz;
+                                  # "audio": esc50 or folder
       data_dir="",                # tfds data_dir ("" = tfds default)
-      path="",                    # image folder (source="folder") or .npz file (name="npz")
+      path="",                    # image folder (source="folder"), .npz file (name="npz"),
+                                  # ESC-50 clone or audio class folder (source="audio")
+      test_fold=5,                # audio esc50: the held-out fold (paper: 5); train = the others
+      esc10=False,                # audio esc50: only the ESC-10 subset (10 classes)
+      test_fraction=0.2,          # audio folder without train/ and test/: share held out per class
       split="train",
       num_examples=0,             # epoch length for schedules; 0 = count the data
       shuffle_buffer=16384,       # tfds: examples mixed per epoch (folders: all file names)
@@ -249,6 +254,7 @@ def base_config() -> ml_collections.ConfigDict:
       weight_decay=1e-6,
       momentum=0.9,
       trust_coefficient=1e-3,
+      name="lars",                # "lars" (official) or "adamw" (the paper's ESC-50 runs)
       warmup_epochs=10,
       end_lr_ratio=1e-3,          # final lr = end_lr_ratio * peak lr
   ))
@@ -295,6 +301,8 @@ def base_config() -> ml_collections.ConfigDict:
       # evaluates on the training arrays ('images'/'labels'), i.e. reports train accuracy.
       allow_train_as_test=False,
       compare_random=False,       # after training: kNN/linear probe vs a random encoder
+      branch="a",                 # which branch's encoder is evaluated (separate branches:
+                                  # audio a = waveform, b = log-mel)
       feature_batch=512,          # images per forward pass when extracting features
       knn_every_steps=0,          # kNN monitor during pretraining every N steps; 0 = off
       monitor_examples=10000,     # kNN monitor: at most this many train and test images
@@ -357,9 +365,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
            "samples per step (variance and covariance are batch statistics).")
   _require(c.epochs > 0 or c.num_train_steps > 0,
            "set --config.epochs or --config.num_train_steps to a positive number.")
-  _require(c.data.source in ("tfds", "folder", "memory", "synthetic"),
-           f"--config.data.source={c.data.source!r}; use 'tfds', 'folder', 'memory' or "
-           "'synthetic'.")
+  _require(c.data.source in ("tfds", "folder", "memory", "audio", "synthetic"),
+           f"--config.data.source={c.data.source!r}; use 'tfds', 'folder', 'memory', "
+           "'audio' or 'synthetic'.")
+  _require(c.optim.name in ("lars", "adamw"),
+           f"--config.optim.name={c.optim.name!r}; use 'lars' or 'adamw'.")
   _require(c.data.shuffle_buffer > 0 and c.data.device_prefetch >= 0,
            "--config.data.shuffle_buffer must be > 0 and --config.data.device_prefetch >= 0.")
   _require(c.data.source != "folder" or bool(c.data.path),
@@ -397,18 +407,41 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def validate_branch_inputs(c: ml_collections.ConfigDict) -> None:
-  """Each branch's encoder rank matches what the data source yields: every source today
-  yields images ``[n, h, w, 3]``, so a 1-D encoder (raw audio ``[n, t, 1]``) is refused here
-  instead of failing with a rank error inside the compiled step."""
-  dims = {"model.spatial_dims": c.model.spatial_dims}
-  if c.model.get("branch_b") is not None and c.model.branch_b.get("spatial_dims") is not None:
-    dims["model.branch_b.spatial_dims"] = c.model.branch_b.spatial_dims
+  """Each branch's encoder rank matches what the data source yields: image sources yield
+  ``[n, h, w, 3]`` for both branches (2-D encoders); ``data.source=audio`` yields a waveform
+  ``[n, t, 1]`` for branch a (1-D encoder) and a log-mel image ``[n, mels, frames, 1]`` for
+  branch b (2-D encoder), so the branches must be separate. Refused here instead of failing
+  with a rank error inside the compiled step."""
+  m = c.model
+  branch_b = m.get("branch_b")
+  dims_b = branch_b.get("spatial_dims") if branch_b is not None else None
+  dims = {"model.spatial_dims": m.spatial_dims}
+  if dims_b is not None:
+    dims["model.branch_b.spatial_dims"] = dims_b
   for key, value in dims.items():
     _require(value in (1, 2), f"--config.{key}={value}; use 2 (images) or 1 (signals).")
+  if c.data.source == "audio":
+    _require(c.data.name in ("esc50", "folder") and bool(c.data.path),
+             f"--config.data.source=audio needs --config.data.name=esc50|folder (got "
+             f"{c.data.name!r}) and --config.data.path=<ESC-50 clone or class folder>.")
+    _require(m.spatial_dims == 1 and not m.shared_branches and dims_b == 2,
+             "--config.data.source=audio feeds branch a a waveform [n, t, 1] and branch b a "
+             "log-mel image: set --config.model.spatial_dims=1, "
+             "--config.model.shared_branches=False and --config.model.branch_b.spatial_dims=2 "
+             f"(got {m.spatial_dims}, {m.shared_branches}, {dims_b}; configs/audio_demo.py "
+             "sets them).")
+    _require(c.eval.knn_every_steps == 0 and c.eval.diagnostics_every_steps == 0
+             and not m.online_probe_classes,
+             "the kNN monitor, the diagnostics and the online probe read images; with "
+             "--config.data.source=audio set --config.eval.knn_every_steps=0, "
+             "--config.eval.diagnostics_every_steps=0 and --config.model.online_probe_classes=0 "
+             "(evaluate after pretraining instead).")
+    return
+  for key, value in dims.items():
     _require(value == 2, f"--config.{key}={value} builds a 1-D encoder, but "
              f"--config.data.source={c.data.source!r} yields images [n, h, w, 3]; set "
-             f"--config.{key}=2 (or leave model.branch_b.spatial_dims unset). No data source "
-             "feeds 1-D signals yet.")
+             f"--config.{key}=2 (or leave model.branch_b.spatial_dims unset), or use "
+             "--config.data.source=audio for a waveform branch.")
 
 
 def _finite(x) -> bool:
@@ -471,6 +504,7 @@ def validate_eval_splits(c: ml_collections.ConfigDict) -> None:
 
 def validate_eval(e: ml_collections.ConfigDict) -> None:
   """Checks ``config.eval`` (monitor, protocols, crops); raises ValueError naming the key."""
+  _require(e.branch in ("a", "b"), f"--config.eval.branch={e.branch!r}; use 'a' or 'b'.")
   _require(e.knn_every_steps >= 0 and e.monitor_examples >= 0,
            "--config.eval.knn_every_steps and --config.eval.monitor_examples must be >= 0 "
            "(0 = off / all examples).")

@@ -34,6 +34,11 @@ def decay_and_adapt_mask(tree: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim != 1, tree)
 
 
+# torch.optim.AdamW defaults, used with optim.name="adamw".
+ADAM_B2 = 0.999
+ADAM_EPS = 1e-8
+
+
 def lars(learning_rate: float | optax.Schedule, *, weight_decay: float = 1e-6,
          momentum: float = 0.9, trust_coefficient: float = 1e-3) -> optax.GradientTransformation:
   """LARS exactly as the official VICReg code: masked decay and trust ratio, lr after momentum.
@@ -110,12 +115,25 @@ def vicreg_schedule(optim_config: ml_collections.ConfigDict, *, global_batch: in
 def create_optimizer(optim_config: ml_collections.ConfigDict, *, global_batch: int,
                      steps_per_epoch: int, total_steps: int
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """LARS with the VICReg schedule, both from ``config.optim``; returns ``(tx, schedule)``.
+  """``config.optim.name``'s optimiser with the VICReg schedule; returns ``(tx, schedule)``.
 
-  The schedule is returned too so the train step can log the current rate.
+  ``"lars"`` (official): :func:`lars` with ``weight_decay``, ``momentum`` and
+  ``trust_coefficient``. ``"adamw"`` (the paper's ESC-50 runs, Appendix D.2: "AdamW, lr
+  5e-4"): ``optax.adamw`` with ``b1 = momentum``, PyTorch's ``b2`` 0.999 and eps 1e-8, and
+  decoupled ``weight_decay`` on the same parameters LARS decays (``ndim != 1``). Both follow
+  the same warm-up + cosine schedule (peak ``base_lr * batch / 256``). The schedule is
+  returned too so the train step can log the current rate.
   """
   schedule = vicreg_schedule(optim_config, global_batch=global_batch,
                              steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  name = optim_config.get("name", "lars")
+  if name == "adamw":
+    tx = optax.adamw(schedule, b1=optim_config.momentum, b2=ADAM_B2, eps=ADAM_EPS,
+                     weight_decay=optim_config.weight_decay,
+                     mask=lambda params: jax.tree.map(lambda p: p.ndim != 1, params))
+    return tx, schedule
+  if name != "lars":
+    raise ValueError(f"--config.optim.name={name!r}; use 'lars' or 'adamw'.")
   tx = lars(schedule, weight_decay=optim_config.weight_decay, momentum=optim_config.momentum,
             trust_coefficient=optim_config.trust_coefficient)
   return tx, schedule

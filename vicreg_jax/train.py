@@ -71,11 +71,10 @@ def create_train_state(config: ml_collections.ConfigDict, model,
                        tx: optax.GradientTransformation, mesh) -> TrainState:
   """A fresh state at step 0, replicated on ``mesh``: parameters from the seed's
   ``rng.MODEL_INIT`` stream, step keys from its ``rng.TRAIN_STEP`` stream."""
-  size = config.augment.image_size
-  dummy = jnp.zeros((2, size, size, 3), jnp.float32)
+  shape_a, shape_b = data.view_shapes(config, 2)
 
   def init(key):
-    variables = model.init(key, dummy, dummy, train=False)
+    variables = model.init(key, jnp.zeros(shape_a), jnp.zeros(shape_b), train=False)
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
@@ -108,8 +107,10 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                     schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple]:
   """Returns the pure ``train_step(state, batch) -> (state, metrics)``.
 
-  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays, and ``"label"``
-  i32[B] with the online probe (``config.model.online_probe_classes`` > 0).
+  ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays, augmented here, and
+  ``"label"`` i32[B] with the online probe (``config.model.online_probe_classes`` > 0); with
+  ``data.source=audio`` the views arrive made (f32 waveform [B, t, 1], log-mel [B, mels,
+  frames, 1]) and go to the encoders as they are.
 
   Online probe: the loss that is differentiated is VICReg's plus the probe's softmax
   cross-entropy on view a (mean over the global batch). The probe sees stop-gradient
@@ -128,10 +129,15 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   kwargs = loss_kwargs(config.loss)
   freeze_after_nonfinite = config.nonfinite == "stop"
   probe_classes = config.model.get("online_probe_classes", 0)
+  audio_views = config.data.source == "audio"
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    view_a, view_b = augment.augment_pair(key, batch["view_a"], batch["view_b"], config.augment)
+    if audio_views:  # made by the audio source: waveform and log-mel, already augmented
+      view_a, view_b = batch["view_a"], batch["view_b"]
+    else:
+      view_a, view_b = augment.augment_pair(key, batch["view_a"], batch["view_b"],
+                                            config.augment)
 
     def loss_fn(params):
       out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
@@ -351,9 +357,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> Tr
   finally:
     writer.close()
   if done == total_steps:
-    out = export.export_backbone({"params": state.params, "batch_stats": state.batch_stats},
-                                 config.model, os.path.join(workdir, export.EXPORT_DIR),
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    out = export.export_backbone(variables, config.model, os.path.join(workdir, export.EXPORT_DIR),
                                  step=total_steps)
+    if config.data.source == "audio":  # two different encoders: both are results
+      out += ", " + export.export_backbone(
+          variables, config.model, os.path.join(workdir, export.EXPORT_DIR_B), step=total_steps,
+          branch="b")
     manager.wait_until_finished()
     _say(f"Finished step {total_steps}. Checkpoints: {checkpoint.checkpoint_dir(workdir)}; "
          f"metrics: {os.path.join(workdir, metrics_lib.METRICS_FILE)} (TensorBoard: "

@@ -79,6 +79,12 @@ def create_view_source(config: ml_collections.ConfigDict, mesh, *, with_labels: 
   """
   if config.data.source == "memory":
     return MemoryViewSource(config, mesh, with_labels=with_labels, num_classes=num_classes)
+  if config.data.source == "audio":
+    if with_labels:
+      raise ValueError("--config.data.source=audio gives the views no labels; set "
+                       "--config.model.online_probe_classes=0.")
+    from vicreg_jax.data import audio_source  # pylint: disable=g-import-not-at-top
+    return audio_source.AudioViewSource(config, mesh)
   if config.data.source == "synthetic":
     return SyntheticViewSource(config, mesh, with_labels=with_labels, num_classes=num_classes)
   if config.data.source in STREAMING:
@@ -89,6 +95,17 @@ def create_view_source(config: ml_collections.ConfigDict, mesh, *, with_labels: 
     return tf_input.StreamingViewSource(config, mesh)
   raise ValueError(f"--config.data.source={config.data.source!r}; use 'memory', 'tfds', "
                    "'folder' or 'synthetic'.")
+
+
+def view_shapes(config: ml_collections.ConfigDict, batch: int) -> tuple[tuple, tuple]:
+  """Shapes of a batch of (view a, view b) as the encoders see them: images ``[B, S, S,
+  3]`` twice, or for ``data.source=audio`` a waveform ``[B, t, 1]`` and a log-mel image
+  ``[B, n_mels, frames, 1]``."""
+  if config.data.source == "audio":
+    from vicreg_jax.data import audio_source  # pylint: disable=g-import-not-at-top
+    return audio_source.view_shapes(config.audio, batch)
+  size = config.augment.image_size
+  return (batch, size, size, 3), (batch, size, size, 3)
 
 
 def create_labelled_source(config: ml_collections.ConfigDict, mesh, *, split: str,
@@ -113,6 +130,6 @@ def create_labelled_source(config: ml_collections.ConfigDict, mesh, *, split: st
 
 __all__ = ["LabelledSource", "MemoryLabelledSource", "MemoryViewSource", "Subset",
            "SyntheticViewSource", "ViewSource", "augment_pair", "augment_view",
-           "create_labelled_source", "create_view_source", "load_arrays",
+           "create_labelled_source", "create_view_source", "load_arrays", "view_shapes",
            "random_resized_crop", "sample_view_params", "select_indices",
            "subset_from_config"]

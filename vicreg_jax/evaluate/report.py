@@ -37,9 +37,10 @@ def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str,
   ``variables``: the VICReg model's ``{"params", "batch_stats"}`` (e.g. of the final
   ``TrainState``); ``mesh``: the program's device mesh (the one training ran on).
   """
-  backbone = models.create_backbone(config.model)
-  trained = models.backbone_variables(variables)
-  random_init = run.random_encoder(backbone, config.seed + 1)
+  branch = config.eval.branch
+  backbone = models.create_backbone(config.model, branch)
+  trained = models.backbone_variables(variables, branch)
+  random_init = run.random_encoder(backbone, config.seed + 1, run.in_channels(trained))
   rows = {"VICReg-pretrained": evaluate_encoder(config, mesh, backbone, trained),
           "random init": evaluate_encoder(config, mesh, backbone, random_init)}
   if jax.process_index() == 0:

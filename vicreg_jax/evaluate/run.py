@@ -40,9 +40,9 @@ PROTOCOLS = ("knn", "linear", "finetune")
 EVAL_DIR = "eval"
 
 
-def random_encoder(backbone, seed: int) -> dict:
+def random_encoder(backbone, seed: int, in_channels: int = 3) -> dict:
   """Fresh ``{"params", "batch_stats"}`` of ``backbone`` from ``seed`` (the baseline)."""
-  shape = (1,) + (classifier.PROBE_INPUT_SIDE,) * backbone.spatial_dims + (3,)
+  shape = (1,) + (classifier.PROBE_INPUT_SIDE,) * backbone.spatial_dims + (in_channels,)
   return backbone.init(jax.random.key(seed), jnp.zeros(shape), train=False)
 
 
@@ -65,9 +65,23 @@ def load_encoder(workdir: str, step: int | None = None, *, mesh, random_init: bo
   variables, saved_config, step = checkpoint.restore_variables(workdir, step, mesh)
   model_config = ml_collections.ConfigDict(saved_config["model"])
   backbone = models.create_backbone(model_config, branch)
+  trained = models.backbone_variables(variables, branch)
   if random_init:
-    return Encoder(backbone, random_encoder(backbone, seed), step, model_config)
-  return Encoder(backbone, models.backbone_variables(variables, branch), step, model_config)
+    return Encoder(backbone, random_encoder(backbone, seed, in_channels(trained)), step,
+                   model_config)
+  return Encoder(backbone, trained, step, model_config)
+
+
+def in_channels(variables: dict) -> int:
+  """Input channels of a ResNet's variables (3 for images, 1 for audio)."""
+  return int(variables["params"]["conv1"]["kernel"].shape[-2])
+
+
+def audio_features(config: ml_collections.ConfigDict, mesh, backbone, variables: dict,
+                   split: str) -> tuple[np.ndarray, np.ndarray, int]:
+  """``data.source=audio``: features of ``split``'s whole clips through ``eval.branch``."""
+  from vicreg_jax.data import audio_source  # pylint: disable=g-import-not-at-top
+  return audio_source.encode_split(config, mesh, backbone, variables, split, config.eval.branch)
 
 
 def encoder_fn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict
@@ -88,9 +102,13 @@ def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str
 
 def run_knn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict) -> dict:
   """kNN top-1/top-5 (percent) of ``eval.split`` against the ``eval.train_split`` bank."""
-  encode = encoder_fn(config, mesh, backbone, variables)
-  bank, bank_labels, num_classes = split_features(config, mesh, encode, config.eval.train_split)
-  queries, query_labels, _ = split_features(config, mesh, encode, config.eval.split)
+  if config.data.source == "audio":
+    features_of = lambda split: audio_features(config, mesh, backbone, variables, split)
+  else:
+    encode = encoder_fn(config, mesh, backbone, variables)
+    features_of = lambda split: split_features(config, mesh, encode, split)
+  bank, bank_labels, num_classes = features_of(config.eval.train_split)
+  queries, query_labels, _ = features_of(config.eval.split)
   return knn.knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=num_classes,
                           **config.eval.knn)
 
@@ -99,10 +117,14 @@ def run_linear(config, mesh, backbone, variables, *, checkpointer=None, on_epoch
   """The linear probe of ``config.eval.linear`` (on images, or on features if
   ``on_features``: then ``checkpointer`` is not used, the probe taking seconds)."""
   probe = config.eval.linear
-  if probe.on_features:
-    encode = encoder_fn(config, mesh, backbone, variables)
-    x_train, y_train, num_classes = split_features(config, mesh, encode, config.eval.train_split)
-    x_test, y_test, _ = split_features(config, mesh, encode, config.eval.split)
+  if config.data.source == "audio" or probe.on_features:  # audio: always on features
+    if config.data.source == "audio":
+      features_of = lambda split: audio_features(config, mesh, backbone, variables, split)
+    else:
+      encode = encoder_fn(config, mesh, backbone, variables)
+      features_of = lambda split: split_features(config, mesh, encode, split)
+    x_train, y_train, num_classes = features_of(config.eval.train_split)
+    x_test, y_test, _ = features_of(config.eval.split)
     return linear.linear_probe(x_train, y_train, x_test, y_test, num_classes=num_classes,
                                probe_config=probe, seed=config.seed, on_epoch=on_epoch)
   train, held_out = sources.protocol_sources(config, mesh, "linear")
@@ -204,8 +226,12 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
     raise ValueError(f"Unknown protocol(s) {unknown or protocols}; choose from {PROTOCOLS}.")
   out_dir = output_dir or os.path.join(workdir, EVAL_DIR)
   workdir_lib.check_writable(out_dir, "--output_dir")
+  if config.data.source == "audio" and "finetune" in protocols:
+    raise ValueError("Fine-tuning is not available for data.source=audio; use "
+                     "--protocols=knn,linear (a linear probe on frozen features, as the paper).")
   backbone, variables, step, model_config = load_encoder(
-      workdir, step, mesh=mesh, random_init=random_init, seed=config.seed + 1)
+      workdir, step, mesh=mesh, random_init=random_init, seed=config.seed + 1,
+      branch=config.eval.branch)
   settings = json.loads(json.dumps(
       {"eval": json.loads(config.eval.to_json()), "data": config.data.to_dict(), "step": step,
        "random_init": random_init, "seed": config.seed}))
@@ -222,7 +248,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
       result = run_knn(config, mesh, backbone, variables)
     else:
       log = EpochLog(name, os.path.join(out_dir, f"{name}.jsonl"), config.eval[protocol].epochs)
-      if protocol == "linear" and config.eval.linear.on_features:  # no state: seconds
+      if protocol == "linear" and (config.eval.linear.on_features
+                                   or config.data.source == "audio"):  # no state: seconds
         result = run_linear(config, mesh, backbone, variables, on_epoch=log)
       else:
         saver = checkpoint.EpochCheckpointer(os.path.join(out_dir, f"{name}_state"), settings)

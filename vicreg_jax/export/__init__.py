@@ -6,7 +6,10 @@
 * ``backbone.msgpack``: the ResNet's ``{'params', 'batch_stats'}`` (``flax.serialization``);
 * ``backbone.safetensors``: the same weights as a torchvision-layout state dict, loadable with
   ``torchvision.models.resnet50().load_state_dict(load_file(...), strict=False)`` (no fc);
-* ``backbone.json``: the model config and the step, to rebuild the module.
+* ``backbone.json``: the model config, the step and the input channels, to rebuild the module.
+
+A run on audio (``data.source=audio``) also writes branch b's backbone (the log-mel encoder)
+into ``W/export_b/``.
 
 ``--import_weights resnet50.pth --arch resnet50 --workdir W`` converts an official or
 torchvision checkpoint into step 0 of ``W/checkpoints`` (the evaluation CLI, ``python -m
@@ -28,6 +31,7 @@ from flax import serialization
 from vicreg_jax import checkpoint, interop, models
 
 EXPORT_DIR = "export"
+EXPORT_DIR_B = "export_b"  # branch b's backbone, when the branches differ (audio: log-mel)
 
 
 def export_backbone(variables: dict, model_config: ml_collections.ConfigDict, out_dir: str, *,
@@ -42,7 +46,9 @@ def export_backbone(variables: dict, model_config: ml_collections.ConfigDict, ou
   interop.save_safetensors(interop.flax_to_torch(backbone_vars),
                            os.path.join(out_dir, "backbone.safetensors"))
   with open(os.path.join(out_dir, "backbone.json"), "w", encoding="utf-8") as f:
-    json.dump({"model": model_config.to_dict(), "step": step, "branch": branch}, f, indent=2)
+    json.dump({"model": model_config.to_dict(), "step": step, "branch": branch,
+               "in_channels": int(backbone_vars["params"]["conv1"]["kernel"].shape[-2])},
+              f, indent=2)
   return out_dir
 
 
@@ -52,7 +58,7 @@ def load_exported(out_dir: str) -> tuple[models.ResNet, dict]:
     meta = json.load(f)
   model_config = ml_collections.ConfigDict(meta["model"])
   backbone = models.create_backbone(model_config, meta["branch"])
-  template = jax.device_get(interop.template_variables(backbone))
+  template = jax.device_get(interop.template_variables(backbone, meta.get("in_channels", 3)))
   with open(os.path.join(out_dir, "backbone.msgpack"), "rb") as f:
     variables = serialization.from_bytes(template, f.read())
   return backbone, variables
