@@ -2,7 +2,7 @@
 
 The ESC-50 recipe (``configs/esc50_multimodal.py``) made CPU-sized: 16 kHz, 1 s crops of
 2 s clips, narrow 1-D and 2-D ResNet-18s, AdamW. ``--config.data.path`` is a folder of
-``<class>/*.{wav,flac,ogg}`` (with ``train/`` and ``test/`` sub-folders, or split per
+``<class>/*.{wav,flac,ogg,aiff,mp3}`` (with ``train/`` and ``test/`` sub-folders, or split per
 class by a seeded draw); the README's audio demo prepares one from a Debian package of
 real recordings. After pretraining it reports kNN and linear-probe accuracy of the
 waveform encoder against the same encoder at random initialisation.

@@ -1,7 +1,7 @@
 """What the experiment grids share: ``--config.a.b=value`` overrides, one pretraining run
 trained and scored in its own workdir, and the tables/results written as rows finish.
 
-Used by ``compare_small_image_recipes.py`` and ``ablations.py`` (run them from the
+Used by ``compare_small_image_recipes.py``, ``ablations.py`` and ``esc50_folds.py`` (run them from the
 repository root; this folder is on ``sys.path`` when a script in it runs).
 """
 
@@ -86,14 +86,15 @@ def run_setting(spec: str, overrides: dict, workdir: str, steps: int, probe_epoc
   if not result.finished:
     raise SystemExit(f"{workdir} stopped at step {result.step} of {result.total_steps}; rerun "
                      "the same command to resume it.")
+  branch = config.eval.branch
   if result.state is None:  # finished by an earlier call: score its last checkpoint
     from vicreg_jax.evaluate import run  # pylint: disable=g-import-not-at-top
-    encoder = run.load_encoder(workdir, mesh=result.mesh)
+    encoder = run.load_encoder(workdir, mesh=result.mesh, branch=branch)
     backbone, variables = encoder.backbone, encoder.variables
   else:
-    backbone = models.create_backbone(config.model)
+    backbone = models.create_backbone(config.model, branch)
     variables = models.backbone_variables(
-        {"params": result.state.params, "batch_stats": result.state.batch_stats})
+        {"params": result.state.params, "batch_stats": result.state.batch_stats}, branch)
   scores = report.evaluate_encoder(config, result.mesh, backbone, variables)  # the run's mesh
   logged = last_values(workdir, ("std_a", "std_b", "loss")
                        + (DIAGNOSTIC_KEYS if diagnostics_every else ()))

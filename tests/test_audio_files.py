@@ -35,6 +35,10 @@ def test_decode_resamples_mixes_to_mono_and_fixes_the_length(tmp_path):
   soundfile.write(short, tone(440.0, 0.1, RATE), RATE)
   clip = audio_files.decode_clip(str(short), RATE, CLIP)
   assert np.any(clip[:RATE // 10]) and not np.any(clip[RATE // 10:])  # zero-padded at the end
+  aiff = tmp_path / "tone.aiff"  # Hydrogen's drum kits ship AIFF
+  soundfile.write(aiff, tone(500.0, 1.0, 48000), 48000, format="AIFF")
+  assert peak_hz(audio_files.decode_clip(str(aiff), RATE, CLIP), RATE) == pytest.approx(
+      500.0, abs=RATE / CLIP)
   ogg = tmp_path / "tone.ogg"
   soundfile.write(ogg, tone(2000.0, 1.0, 22050), 22050, format="OGG", subtype="VORBIS")
   assert peak_hz(audio_files.decode_clip(str(ogg), RATE, CLIP), RATE) == pytest.approx(
@@ -115,7 +119,7 @@ def test_audio_folder_classes_and_errors(tmp_path):
     audio_files.load_audio_folder(str(tmp_path / "nope"), sample_rate=RATE, clip_samples=CLIP)
   empty = tmp_path / "empty"
   (empty / "cls").mkdir(parents=True)
-  with pytest.raises(FileNotFoundError, match=r"no \.wav/\.flac/\.ogg files.*\['cls'\]"):
+  with pytest.raises(FileNotFoundError, match=r"no audio files \(\.wav, \.flac.*\['cls'\]"):
     audio_files.load_audio_folder(str(empty), sample_rate=RATE, clip_samples=CLIP)
   (empty / "cls" / "a.wav").write_bytes(b"RIFF" + b"\x00" * 40)
   with pytest.raises(FileNotFoundError, match="none of the 1 audio files could be decoded"):

@@ -158,3 +158,24 @@ def test_missing_audio_folder_names_the_path(tmp_path):
     audio_source.load_audio_split(audio_config(tmp_path / "nope"), "train")
   with pytest.raises(FileNotFoundError, match="meta/esc50.csv"):
     audio_source.load_audio_split(audio_config(tmp_path, **{"data.name": "esc50"}), "train")
+
+
+def test_esc50_cross_validation_script_runs_a_fold_and_averages(tmp_path, capsys):
+  from conftest import load_experiment  # pylint: disable=g-import-not-at-top
+  script = load_experiment("esc50_folds")
+  write_esc50(tmp_path / "esc")
+  # One fold (the recipe's shapes, so the step comes from the compilation cache).
+  rows = script.main(["--workdir", str(tmp_path / "cv"), "--config", AUDIO_RECIPE,
+                      "--folds", "5", "--steps", "2", "--probe_epochs", "1",
+                      "--config.data.name=esc50", f"--config.data.path={tmp_path / 'esc'}"])
+  assert [r["fold"] for r in rows] == [5] and rows[0]["steps"] == 2
+  assert 0 <= rows[0]["knn_top1"] <= 100 and 0 <= rows[0]["linear_top1"] <= 100
+  assert (tmp_path / "cv" / "fold5" / "export_b").is_dir()
+  assert (tmp_path / "cv" / "table.md").read_text().strip() in capsys.readouterr().out
+  # Several folds: a mean and a spread row.
+  fake = [{"fold": k, "knn_top1": 50.0 + k, "linear_top1": 60.0 + 2 * k, "steps": 1,
+           "wall_s": 60.0} for k in (1, 2, 3)]
+  assert "| mean ± std | 52.0 ± 1.0% | 64.0 ± 2.0% | | |" in script.markdown_table(fake)
+  for bad in ("6", "x", ""):
+    with pytest.raises(SystemExit):
+      script.parse_args(["--workdir", "w", "--folds", bad])

@@ -72,3 +72,18 @@ def test_cli_writes_pngs_into_the_first_workdir_and_names_a_missing_one(tmp_path
 def test_reading_a_workdir_without_metrics_names_the_file(tmp_path):
   with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
     plot.read_metrics(str(tmp_path))
+
+
+def test_many_runs_share_one_legend_under_the_figure_with_a_colour_each():
+  series = {"loss": ([1, 2], [3.0, 2.0]), "std_a": ([1, 2], [0.3, 0.2]),
+            "std_b": ([1, 2], [0.3, 0.1])}
+  runs = {f"run{i}": series for i in range(plot.LEGEND_INSIDE_MAX + 1)}
+  figures = plot.make_figures(runs, {label: None for label in runs})
+  std = figures["std.png"]
+  assert std.axes[0].get_legend() is None and len(std.legends) == 1
+  names = [t.get_text() for t in std.legends[0].get_texts()]
+  assert names == [*runs, "std_a", "std_b"]  # runs by colour, then metrics by line style
+  colours = {line.get_label().split()[0]: line.get_color() for line in std.axes[0].lines}
+  assert len(set(map(str, colours.values()))) == len(runs)
+  few = plot.make_figures({"a": series, "b": series}, {"a": None, "b": None})
+  assert few["std.png"].axes[0].get_legend() is not None and not few["std.png"].legends

@@ -51,6 +51,13 @@ FIGURES = {
               ("representation_mean_abs_corr", "embedding_mean_abs_corr"))),
 }
 SPECTRUM_FIGURE = "spectrum.png"
+# Legends: inside each panel up to this many lines, else one legend under the figure
+# (LEGEND_COLUMNS wide, LEGEND_ROW_INCHES per row); line styles tell a panel's metrics apart.
+LEGEND_INSIDE_MAX = 6
+LEGEND_COLUMNS = 4
+LEGEND_ROW_INCHES = 0.22
+LEGEND_MIN_WIDTH_INCHES = 9.0  # a one-panel figure widens to fit the legend's columns
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def read_metrics(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -97,6 +104,32 @@ def make_figures(runs: dict[str, dict], spectra: dict[str, dict | None]) -> dict
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
 
+  from matplotlib.lines import Line2D  # pylint: disable=import-outside-toplevel
+
+  # One colour per run in every panel; a panel's metrics differ by line style.
+  palette = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
+  color = {label: palette(i % palette.N) for i, label in enumerate(runs)}
+
+  def legend(fig, axes, metrics: tuple[str, ...]) -> None:
+    """Each panel's own legend for a few lines; one legend under the figure for many."""
+    if len(runs) * len(metrics) <= LEGEND_INSIDE_MAX:
+      for ax in axes:
+        if ax.lines:
+          ax.legend(fontsize="small")
+      fig.tight_layout()
+      return
+    handles = [Line2D([], [], color=color[label], label=label) for label in runs]
+    if len(metrics) > 1:
+      handles += [Line2D([], [], color="black", linestyle=LINE_STYLES[j], label=metric)
+                  for j, metric in enumerate(metrics)]
+    columns = min(LEGEND_COLUMNS, len(handles))
+    rows = -(-len(handles) // columns)
+    fig.set_figwidth(max(fig.get_figwidth(), LEGEND_MIN_WIDTH_INCHES))
+    fig.set_figheight(fig.get_figheight() + LEGEND_ROW_INCHES * rows)
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize="small",
+               frameon=False)
+    fig.tight_layout(rect=(0, LEGEND_ROW_INCHES * rows / fig.get_figheight(), 1, 1))
+
   figures = {}
   for name, panels in FIGURES.items():
     if not any(m in series for series in runs.values() for p in panels for m in p.metrics):
@@ -104,15 +137,17 @@ def make_figures(runs: dict[str, dict], spectra: dict[str, dict | None]) -> dict
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
       for label, series in runs.items():
-        for metric in panel.metrics:
+        for j, metric in enumerate(panel.metrics):
           if metric in series:
             steps, values = series[metric]
             suffix = f" {metric}" if len(panel.metrics) > 1 else ""
-            ax.plot(steps, values, label=f"{label}{suffix}")
+            ax.plot(steps, values, label=f"{label}{suffix}", color=color[label],
+                    linestyle=LINE_STYLES[j])
       ax.set(title=panel.title, xlabel="step", ylabel=panel.ylabel)
-      if ax.lines:
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+    # Line-style names: what the panels' j-th metrics share ("representation", "embedding").
+    styles = tuple(os.path.commonprefix([p.metrics[j] for p in panels if j < len(p.metrics)])
+                   .rstrip("_") for j in range(max(len(p.metrics) for p in panels)))
+    legend(fig, axes[0], styles)
     figures[name] = fig
   if any(spectra.values()):
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
@@ -120,11 +155,11 @@ def make_figures(runs: dict[str, dict], spectra: dict[str, dict | None]) -> dict
       for label, spectrum in spectra.items():
         if spectrum:
           values = spectrum[output]
-          ax.plot(range(1, len(values) + 1), values, label=f"{label} (step {spectrum['step']})")
+          ax.plot(range(1, len(values) + 1), values, label=f"{label} (step {spectrum['step']})",
+                  color=color[label])
       ax.set(title=f"{output} spectrum", xlabel="singular value index",
              ylabel="singular value / sum", yscale="log")
-      ax.legend(fontsize="small")
-    fig.tight_layout()
+    legend(fig, axes[0], ("",))
     figures[SPECTRUM_FIGURE] = fig
   return figures
 

@@ -1,6 +1,6 @@
-"""Audio clips on the host: ESC-50 as distributed and ``root/<class>/*.{wav,flac,ogg}`` folders.
+"""Audio clips on the host: ESC-50 as distributed and ``root/<class>/*.wav`` (etc.) folders.
 
-Decoding (``soundfile``, i.e. libsndfile: WAV, FLAC, OGG/Vorbis, MP3) and resampling (SciPy's
+Decoding (``soundfile``, i.e. libsndfile: WAV, FLAC, OGG/Vorbis, AIFF, MP3) and resampling (SciPy's
 polyphase ``resample_poly``) give mono float32 clips of one fixed length: channels are
 averaged, a clip at another rate is resampled to ``sample_rate``, longer clips keep their
 first ``clip_samples`` samples and shorter ones are zero-padded at the end. A file that
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")  # what libsndfile reads
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 ESC50_FOLDS = (1, 2, 3, 4, 5)
 PROGRESS_EVERY = 500  # log a line every this many decoded files
@@ -128,7 +128,7 @@ def list_audio_folder(root: str) -> tuple[list[str], list[int], list[str]]:
   (classes = sorted sub-folder names), and the class names."""
   if not os.path.isdir(root):
     raise FileNotFoundError(f"Audio folder {root!r} does not exist; the layout is "
-                            f"{root}/<class>/*.wav (or .flac, .ogg).")
+                            f"{root}/<class>/*.wav (or {', '.join(AUDIO_EXTENSIONS[1:])}).")
   classes = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
   files, labels = [], []
   for index, cls in enumerate(classes):
@@ -138,9 +138,9 @@ def list_audio_folder(root: str) -> tuple[list[str], list[int], list[str]]:
         files.append(os.path.join(folder, name))
         labels.append(index)
   if not files:
-    raise FileNotFoundError(f"Audio folder {root!r} has no {'/'.join(AUDIO_EXTENSIONS)} files "
-                            f"in class sub-folders (found sub-folders {classes}); the layout "
-                            f"is {root}/<class>/*.wav.")
+    raise FileNotFoundError(f"Audio folder {root!r} has no audio files "
+                            f"({', '.join(AUDIO_EXTENSIONS)}) in class sub-folders (found "
+                            f"sub-folders {classes}); the layout is {root}/<class>/*.wav.")
   return files, labels, classes
 
 
