@@ -22,15 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import median_ms
+from timing import median_ms, peak_memory_gb
 from vicreg_jax import models, optim, parallel, train
 from vicreg_jax.config import load_config_file
 from vicreg_jax.data import audio_source, audio_views, spectrogram
-
-
-def peak_memory_gb() -> float:
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get("peak_bytes_in_use", float("nan")) / 2**30
 
 
 def main() -> None:

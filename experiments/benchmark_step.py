@@ -19,15 +19,10 @@ import time
 import jax
 import numpy as np
 
-from timing import median_ms
+from timing import median_ms, peak_memory_gb
 from vicreg_jax import models, optim, parallel, train
 from vicreg_jax.config import load_config_file
 from vicreg_jax.data import augment
-
-
-def peak_memory_gb() -> float:
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get("peak_bytes_in_use", float("nan")) / 2**30
 
 
 def main() -> None:

@@ -84,6 +84,10 @@ def test_view_source_shapes_sharding_and_determinism(audio_data):
     assert again[name].addressable_shards[0].data.shape[0] == config.batch_size // 8
     np.testing.assert_array_equal(first[name], again[name])  # a function of (seed, step)
   assert shape_a == (16, 2000, 1) and shape_b[1] == 16 and shape_b[3] == 1
+  with pytest.raises(ValueError, match="batch_size=64 is larger than the 48 examples"):
+    create_view_source(audio_config(audio_data, batch_size=64), mesh)
+  with pytest.raises(ValueError, match="multiple of 8"):
+    create_view_source(audio_config(audio_data, batch_size=12), mesh)
 
 
 def test_adamw_first_step_matches_the_formula_and_skips_decay_on_vectors():

@@ -98,6 +98,17 @@ def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
         f"(e.g. {max(devices, global_batch // devices * devices)}).")
 
 
+def epoch_steps(global_batch: int, num_examples: int, mesh: Mesh, what: str) -> int:
+  """Whole steps per epoch of a source held in memory (the remainder is dropped); raises
+  ValueError, naming ``--config.batch_size``, when the batch does not divide over the mesh
+  or exceeds the ``num_examples`` of ``what``."""
+  check_batch_divisible(global_batch, mesh)
+  if global_batch > num_examples:
+    raise ValueError(f"--config.batch_size={global_batch} is larger than the {num_examples} "
+                     f"examples of {what}; lower it.")
+  return num_examples // global_batch
+
+
 def process_batch_size(global_batch: int, mesh: Mesh) -> int:
   """Number of examples this process feeds per step (its share of the global batch)."""
   check_batch_divisible(global_batch, mesh)

@@ -103,11 +103,8 @@ class AudioViewSource:
   def __init__(self, config: ml_collections.ConfigDict, mesh):
     clips, _, classes = load_audio_split(config, config.data.split)
     self.num_examples = len(clips)
-    parallel.check_batch_divisible(config.batch_size, mesh)
-    if config.batch_size > self.num_examples:
-      raise ValueError(f"--config.batch_size={config.batch_size} is larger than the "
-                       f"{self.num_examples} clips of {config.data.path}; lower it.")
-    self.steps_per_epoch = self.num_examples // config.batch_size
+    self.steps_per_epoch = parallel.epoch_steps(config.batch_size, self.num_examples, mesh,
+                                                f"{config.data.path} ({config.data.split})")
     self._clips = parallel.replicate(mesh, clips)
     batch, spe, audio = config.batch_size, self.steps_per_epoch, config.audio
     order_key, view_key = jax.random.split(rng.stream_key(config.seed, rng.VIEWS))

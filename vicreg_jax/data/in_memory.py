@@ -56,11 +56,8 @@ class MemoryViewSource:
           range_fix=f"--config.model.online_probe_classes={num_classes}; set it to "
           "{needed}.")
     self.num_examples = len(images)
-    parallel.check_batch_divisible(config.batch_size, mesh)
-    if config.batch_size > self.num_examples:
-      raise ValueError(f"--config.batch_size={config.batch_size} is larger than the "
-                       f"{self.num_examples} examples of {config.data.name}; lower it.")
-    self.steps_per_epoch = self.num_examples // config.batch_size
+    self.steps_per_epoch = parallel.epoch_steps(config.batch_size, self.num_examples, mesh,
+                                                config.data.name)
     self._images = parallel.replicate(mesh, images)
     self._labels = parallel.replicate(mesh, labels.astype(np.int32))
     aug = config.augment

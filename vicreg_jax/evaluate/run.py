@@ -100,13 +100,19 @@ def split_features(config: ml_collections.ConfigDict, mesh, encode, split: str
   return x, labels, source.num_classes
 
 
+def features_fn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict
+                ) -> Callable[[str], tuple[np.ndarray, np.ndarray, int]]:
+  """``split -> (features f32[n, d], labels i32[n], classes)`` of one encoder: evaluation
+  crops of images, or whole audio clips through ``eval.branch`` (``data.source=audio``)."""
+  if config.data.source == "audio":
+    return lambda split: audio_features(config, mesh, backbone, variables, split)
+  encode = encoder_fn(config, mesh, backbone, variables)
+  return lambda split: split_features(config, mesh, encode, split)
+
+
 def run_knn(config: ml_collections.ConfigDict, mesh, backbone, variables: dict) -> dict:
   """kNN top-1/top-5 (percent) of ``eval.split`` against the ``eval.train_split`` bank."""
-  if config.data.source == "audio":
-    features_of = lambda split: audio_features(config, mesh, backbone, variables, split)
-  else:
-    encode = encoder_fn(config, mesh, backbone, variables)
-    features_of = lambda split: split_features(config, mesh, encode, split)
+  features_of = features_fn(config, mesh, backbone, variables)
   bank, bank_labels, num_classes = features_of(config.eval.train_split)
   queries, query_labels, _ = features_of(config.eval.split)
   return knn.knn_accuracy(bank, bank_labels, queries, query_labels, num_classes=num_classes,
@@ -118,11 +124,7 @@ def run_linear(config, mesh, backbone, variables, *, checkpointer=None, on_epoch
   ``on_features``: then ``checkpointer`` is not used, the probe taking seconds)."""
   probe = config.eval.linear
   if config.data.source == "audio" or probe.on_features:  # audio: always on features
-    if config.data.source == "audio":
-      features_of = lambda split: audio_features(config, mesh, backbone, variables, split)
-    else:
-      encode = encoder_fn(config, mesh, backbone, variables)
-      features_of = lambda split: split_features(config, mesh, encode, split)
+    features_of = features_fn(config, mesh, backbone, variables)
     x_train, y_train, num_classes = features_of(config.eval.train_split)
     x_test, y_test, _ = features_of(config.eval.split)
     return linear.linear_probe(x_train, y_train, x_test, y_test, num_classes=num_classes,
