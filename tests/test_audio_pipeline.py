@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import CONFIG_DIR, complete_steps
+from conftest import CONFIG_DIR, complete_steps, run_cli
 from test_audio_files import write_esc50
 from vicreg_jax import config as config_lib
 from vicreg_jax import optim, parallel, train
@@ -143,6 +143,21 @@ def test_waveform_logmel_run_learns_resumes_exports_and_evaluates(tmp_path, audi
     scores = report.compare_with_random_init(config, str(tmp_path / "full"), variables,
                                              full.mesh)["VICReg-pretrained"]
     assert 100 / 3 <= scores["knn_top1"] <= 100, (branch, scores)  # 3 easy classes
+  # The command lines on the same workdir: evaluate the log-mel encoder, export it.
+  flags = [f"--config={AUDIO_RECIPE}", f"--config.data.path={audio_data}",
+           f"--workdir={tmp_path / 'full'}"]
+  evaluated = run_cli("vicreg_jax.evaluate", *flags, "--protocols=knn,linear",
+                      "--config.eval.branch=b", devices=2)
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  linear = json.loads((tmp_path / "full" / "eval" / "linear.json").read_text())
+  assert linear["settings"]["eval"]["branch"] == "b" and 0 <= linear["result"]["top1"] <= 100
+  refused = run_cli("vicreg_jax.evaluate", *flags, "--protocols=finetune")
+  assert refused.returncode != 0 and "--protocols=knn,linear" in refused.stderr
+  exported = run_cli("vicreg_jax.export", f"--workdir={tmp_path / 'full'}", "--branch=b",
+                     f"--out={tmp_path / 'cli_export'}")
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  backbone, _ = load_exported(str(tmp_path / "cli_export"))
+  assert backbone.spatial_dims == 2
 
 
 @pytest.mark.parametrize("overrides, match", [
