@@ -1,13 +1,16 @@
-"""Workdir lock: a second run is refused; stale locks of dead processes are taken over."""
+"""Workdir lock: a second run is refused; stale locks of dead processes are taken over;
+bucket URLs are refused rather than turned into local folders."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from conftest import ROOT, run_main
 from vicreg_jax import workdir
 
 
@@ -34,3 +37,19 @@ def test_lock_of_other_host_is_respected(tmp_path):
   with pytest.raises(workdir.WorkdirBusyError, match="elsewhere"):
     with workdir.exclusive(str(tmp_path)):
       pass
+
+
+@pytest.mark.parametrize("url", ["gs://bucket/run", "s3://bucket/run", "GS://b/r"])
+def test_cloud_urls_are_refused_instead_of_becoming_local_folders(url):
+  with pytest.raises(ValueError, match="cloud-storage URLs are not supported"):
+    workdir.check_writable(url)
+  from vicreg_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="--workdir " + re.escape(url)):
+    checkpoint.checkpoint_dir(url)  # evaluation and export read workdirs through it
+
+
+def test_cli_refuses_a_bucket_workdir_and_creates_nothing():
+  result = run_main("gs://bucket/vicreg_run")
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert "cloud-storage URLs are not supported" in result.stderr.strip().splitlines()[-1]
+  assert not (ROOT / "gs:").exists()

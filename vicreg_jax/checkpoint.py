@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from vicreg_jax import parallel
+from vicreg_jax import workdir as workdir_lib
 
 CHECKPOINT_DIR = "checkpoints"
 # Unreadable steps are moved here (beside CHECKPOINT_DIR) when an older step is resumed.
@@ -48,7 +49,9 @@ class DamagedCheckpointsError(ValueError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  """Where a pretraining run in ``workdir`` keeps its checkpoints."""
+  """Where a pretraining run in ``workdir`` keeps its checkpoints (a local path: a URL is
+  refused, :func:`vicreg_jax.workdir.require_local`)."""
+  workdir_lib.require_local(workdir)
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 from typing import Iterator
@@ -19,18 +20,36 @@ from typing import Iterator
 from vicreg_jax import signals
 
 LOCK_FILE = "run.lock"
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # gs://, s3://, hdfs://, ...
 
 
 class WorkdirBusyError(RuntimeError):
   """Another live run holds the workdir."""
 
 
+def require_local(path: str, flag: str = "--workdir") -> None:
+  """Raises ValueError naming ``flag`` when ``path`` is a URL (``gs://``, ``s3://``, ...).
+
+  Workdirs are read and written with local file operations: a bucket URL would otherwise
+  become a local folder named ``gs:`` on one host, where the other hosts and a later resume
+  on another machine would not find the checkpoints.
+  """
+  if URL_SCHEME.match(str(path)):
+    raise ValueError(
+        f"{flag} {path}: cloud-storage URLs are not supported as {flag} yet (the run would "
+        "write to a local folder named after the URL on one host). Use a directory on a "
+        "filesystem every host mounts (NFS, Filestore, Lustre, a gcsfuse/mountpoint-s3 "
+        "mount) and copy the results to the bucket afterwards.")
+
+
 def check_writable(path: str, flag: str = "--workdir") -> None:
-  """Raises PermissionError naming ``flag`` unless ``path`` can be created and written.
+  """Raises PermissionError naming ``flag`` unless ``path`` can be created and written
+  (ValueError for a URL, :func:`require_local`).
 
   Creates nothing: it probes (with a temporary file, removed at once) ``path`` if it exists,
   else its deepest existing ancestor, in which the missing folders would be created.
   """
+  require_local(path, flag)
   existing = os.path.abspath(path)
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
