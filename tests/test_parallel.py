@@ -60,3 +60,28 @@ def test_a_process_late_to_its_first_collective_is_waited_for():
       p.kill()
   assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
   assert [o[0].split()[-1] for o in outs] == ["6.0", "6.0"]  # 2 devices x 1 + 2 devices x 2
+
+
+def test_processes_with_different_configs_all_stop_naming_the_key(tmp_path):
+  # Process 1 was started with another learning rate: both stop before compiling (none is
+  # left waiting for the other), process 1 naming the key and process 0 the process.
+  address = f"127.0.0.1:{conftest.free_port()}"
+  lrs = ["0.3", "0.4"]
+  procs = [subprocess.Popen(
+      conftest.main_cmd(tmp_path / "run", f"--config.optim.base_lr={lrs[i]}",
+                        "--config.distributed.mode=manual",
+                        f"--config.distributed.coordinator_address={address}",
+                        "--config.distributed.num_processes=2",
+                        f"--config.distributed.process_id={i}"),
+      env=conftest.cli_env(2), cwd=conftest.ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=conftest.SUBPROCESS_TIMEOUT) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert [p.returncode for p in procs] == [1, 1], [o[1][-1500:] for o in outs]
+  last = [o[1].strip().splitlines()[-1] for o in outs]
+  assert all("Processes [1] run with another config" in line for line in last), last
+  assert "config.optim.base_lr: 0.3 -> 0.4" in last[1]
+  assert not (tmp_path / "run" / "checkpoints").exists()

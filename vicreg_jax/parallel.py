@@ -7,7 +7,7 @@ optimizer state are replicated (``P()``); batches are sharded along their leadin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +96,31 @@ def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
         f"Global batch size {global_batch} is not divisible by the {devices} devices of the "
         f"mesh. Set --config.batch_size to a multiple of {devices} "
         f"(e.g. {max(devices, global_batch // devices * devices)}).")
+
+
+def agree_on_all_processes(text: str, describe: Callable[[str], str]) -> None:
+  """Raises ValueError on every process unless each process's ``text`` (e.g. its config)
+  equals process 0's; on a process that differs, ``describe(process_0_text)`` says how.
+
+  All processes raise together, so none is left waiting in a collective for a process that
+  stopped. A single process returns at once.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  mine = np.frombuffer(text.encode(), np.uint8)
+  length = int(multihost_utils.broadcast_one_to_all(np.int32(mine.size)))
+  padded = np.zeros(length, np.uint8)
+  padded[:min(length, mine.size)] = mine[:length]
+  reference = bytes(np.asarray(multihost_utils.broadcast_one_to_all(padded))).decode()
+  differs = np.asarray(multihost_utils.process_allgather(np.int32(reference != text)))
+  if differs.any():
+    detail = (describe(reference) if reference != text
+              else "this process matches; the others say how they differ")
+    raise ValueError(
+        f"Processes {np.flatnonzero(differs).tolist()} run with another config or workdir than "
+        f"process 0 ({detail}). Every process must run the same command; only "
+        "--config.distributed.process_id may differ.")
 
 
 def epoch_steps(global_batch: int, num_examples: int, mesh: Mesh, what: str) -> int:

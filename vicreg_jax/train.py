@@ -246,11 +246,19 @@ def _already_exported(workdir: str, step: int) -> bool:
     return json.load(f).get("step") == step
 
 
+def _run_identity(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """What every process of a run must agree on: the config (but its process id) and the
+  workdir, as given on the command line."""
+  settings = json.loads(config.to_json())
+  settings.get("distributed", {}).pop("process_id", None)
+  return {"config": settings, "workdir": workdir}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   """Pretrains (resuming from ``workdir`` if it holds checkpoints); returns the final state.
 
-  Validates the config, the device count and that the workdir can be written before
-  anything is created or compiled, and holds the workdir lock (process 0) for the whole run.
+  Validates the config, the device count, that every process runs the same config and
+  workdir, and that the workdir can be written before anything is created or compiled, and holds the workdir lock (process 0) for the whole run.
   A SIGINT/SIGTERM (or a preemption notice) saves a checkpoint at the next step boundary and
   returns a result that is not ``finished``; only a finished run exports its backbone.
   """
@@ -258,6 +266,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   parallel.initialize_distributed(**config.distributed)
   mesh = parallel.make_mesh()
   parallel.check_batch_divisible(config.batch_size, mesh)
+  run = _run_identity(config, workdir)
+  parallel.agree_on_all_processes(json.dumps(run, sort_keys=True), lambda process_0: "; ".join(
+      checkpoint.settings_changes(json.loads(process_0), run)))
   workdir_lib.check_writable(workdir)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lib.exclusive(workdir, enabled=jax.process_index() == 0):
