@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
 import conftest
+from test_reliability import wait_for_checkpoint
 from vicreg_jax import parallel
 
 
@@ -85,3 +87,30 @@ def test_processes_with_different_configs_all_stop_naming_the_key(tmp_path):
   assert all("Processes [1] run with another config" in line for line in last), last
   assert "config.optim.base_lr: 0.3 -> 0.4" in last[1]
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_dead_process_stops_the_others_instead_of_hanging(tmp_path):
+  # (Here rather than in test_reliability.py: the xdist worker running that file is the
+  # suite's longest.) Process 1 is SIGKILLed mid-run: process 0 must end (JAX's coordination service misses
+  # its heartbeats: ~1 minute here) with an error naming the cause, its checkpoints intact
+  # for a rerun. (Process 0 dying ends process 1 at once: it loses the coordinator.)
+  port = conftest.free_port()
+  procs = [subprocess.Popen(
+      conftest.main_cmd(tmp_path, "--config.num_train_steps=100000", "--config.checkpoint.every_steps=2",
+               "--config.distributed.mode=manual",
+               f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+               "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
+      env=conftest.cli_env(2), cwd=conftest.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  try:
+    wait_for_checkpoint(procs[0], tmp_path, 2)
+    procs[1].kill()
+    started = time.time()
+    _, err = procs[0].communicate(timeout=conftest.SUBPROCESS_TIMEOUT)
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode != 0
+  assert "heartbeat" in err or "another task died" in err, err[-3000:]
+  print(f"process 0 stopped {time.time() - started:.0f} s after process 1 died")
+  assert conftest.complete_steps(tmp_path)  # a rerun of the same command resumes from these
