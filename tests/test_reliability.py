@@ -212,4 +212,3 @@ def eval_cmd(workdir, *flags):
           "--protocols=knn,linear", "--config.eval.linear.on_features=True",
           "--config.eval.linear.epochs=1", "--config.eval.feature_batch=64",
           "--config.eval.linear.batch_size=64", *flags]
-
