@@ -25,7 +25,7 @@ import numpy as np
 from timing import median_ms, peak_memory_gb
 from vicreg_jax import models, optim, parallel, train
 from vicreg_jax.config import load_config_file
-from vicreg_jax.data import audio_source, audio_views, spectrogram
+from vicreg_jax.data import audio_source, audio_views
 
 
 def main() -> None:
@@ -75,11 +75,8 @@ def main() -> None:
   step_ms = median_ms(one_step, args.steps)
   views_ms = median_ms(lambda: views(2), args.steps)
   crop_b = audio_views.seconds_to_samples(audio.crop_seconds_b, audio.sample_rate)
-  mel = jax.jit(lambda w: spectrogram.log_mel_spectrogram(
-      w, sample_rate=audio.sample_rate, n_fft=audio.n_fft, hop_length=audio.hop_length,
-      n_mels=audio.n_mels, fmin=audio.fmin, fmax=audio.fmax, scale=audio.mel_scale,
-      norm=audio.mel_norm, floor=audio.floor, top_db=audio.top_db),
-      out_shardings=parallel.batch_sharding(mesh))
+  mel = jax.jit(lambda w: audio_views.log_mel(w, audio),
+                out_shardings=parallel.batch_sharding(mesh))
   waves = jnp.asarray(clips)[:, :crop_b]
   jax.block_until_ready(mel(waves))
   mel_ms = median_ms(lambda: mel(waves), args.steps)

@@ -12,9 +12,9 @@ import soundfile
 from conftest import CONFIG_DIR, complete_steps, run_cli
 from test_audio_files import write_esc50
 from vicreg_jax import config as config_lib
-from vicreg_jax import optim, parallel, train
+from vicreg_jax import models, optim, parallel, train
 from vicreg_jax.data import audio_source, create_view_source
-from vicreg_jax.evaluate import report, run
+from vicreg_jax.evaluate import report
 from vicreg_jax.export import EXPORT_DIR, EXPORT_DIR_B, load_exported
 
 AUDIO_RECIPE = f"{CONFIG_DIR}/audio_demo.py:tiny"
@@ -135,7 +135,7 @@ def test_waveform_logmel_run_learns_resumes_exports_and_evaluates(tmp_path, audi
   # Both encoders exported: the 1-D waveform one and the 2-D log-mel one (1 input channel).
   for folder, dims in ((EXPORT_DIR, 1), (EXPORT_DIR_B, 2)):
     backbone, variables = load_exported(str(tmp_path / "full" / folder))
-    assert backbone.spatial_dims == dims and run.in_channels(variables) == 1
+    assert backbone.spatial_dims == dims and models.in_channels(variables) == 1
   # Evaluated per branch on the held-out folder: kNN and the linear probe on features.
   variables = {"params": full.state.params, "batch_stats": full.state.batch_stats}
   for branch in ("a", "b"):

@@ -80,10 +80,7 @@ def eval_inputs(clips: jax.Array, audio: ml_collections.ConfigDict, branch: str)
   T, 1]`` (branch a) or its log-mel image ``[n, n_mels, frames, 1]`` (branch b)."""
   if branch == "a":
     return clips[..., None]
-  return spectrogram.log_mel_spectrogram(
-      clips, sample_rate=audio.sample_rate, n_fft=audio.n_fft, hop_length=audio.hop_length,
-      n_mels=audio.n_mels, fmin=audio.fmin, fmax=audio.fmax, scale=audio.mel_scale,
-      norm=audio.mel_norm, floor=audio.floor, top_db=audio.top_db)
+  return audio_views.log_mel(clips, audio)
 
 
 def view_shapes(audio: ml_collections.ConfigDict, batch: int) -> tuple[tuple, tuple]:

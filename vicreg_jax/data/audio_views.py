@@ -45,6 +45,15 @@ def perturb(key: jax.Array, crops: jax.Array, gain_db: float, noise_std: float) 
   return out
 
 
+def log_mel(waves: jax.Array, audio: ml_collections.ConfigDict) -> jax.Array:
+  """f32 ``[n, t]`` waveforms -> f32 ``[n, n_mels, frames, 1]`` log-mel images in [0, 1], with
+  the mel settings of ``audio`` (``config.audio``)."""
+  return spectrogram.log_mel_spectrogram(
+      waves, sample_rate=audio.sample_rate, n_fft=audio.n_fft, hop_length=audio.hop_length,
+      n_mels=audio.n_mels, fmin=audio.fmin, fmax=audio.fmax, scale=audio.mel_scale,
+      norm=audio.mel_norm, floor=audio.floor, top_db=audio.top_db)
+
+
 def audio_view_pair(key: jax.Array, clips: jax.Array,
                     audio: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
   """f32 ``[n, T]`` clips -> (waveform f32 ``[n, t_a, 1]``, log-mel f32 ``[n, n_mels,
@@ -57,8 +66,4 @@ def audio_view_pair(key: jax.Array, clips: jax.Array,
   wave_b = random_time_crops(crop_b_key, clips, seconds_to_samples(audio.crop_seconds_b, rate))
   wave_a = perturb(perturb_a_key, wave_a, audio.gain_db, audio.noise_std)
   wave_b = perturb(perturb_b_key, wave_b, audio.gain_db, audio.noise_std)
-  mel = spectrogram.log_mel_spectrogram(
-      wave_b, sample_rate=rate, n_fft=audio.n_fft, hop_length=audio.hop_length,
-      n_mels=audio.n_mels, fmin=audio.fmin, fmax=audio.fmax, scale=audio.mel_scale,
-      norm=audio.mel_norm, floor=audio.floor, top_db=audio.top_db)
-  return wave_a[..., None], mel
+  return wave_a[..., None], log_mel(wave_b, audio)

@@ -40,7 +40,7 @@ def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str,
   branch = config.eval.branch
   backbone = models.create_backbone(config.model, branch)
   trained = models.backbone_variables(variables, branch)
-  random_init = run.random_encoder(backbone, config.seed + 1, run.in_channels(trained))
+  random_init = run.random_encoder(backbone, config.seed + 1, models.in_channels(trained))
   rows = {"VICReg-pretrained": evaluate_encoder(config, mesh, backbone, trained),
           "random init": evaluate_encoder(config, mesh, backbone, random_init)}
   if jax.process_index() == 0:

@@ -67,14 +67,9 @@ def load_encoder(workdir: str, step: int | None = None, *, mesh, random_init: bo
   backbone = models.create_backbone(model_config, branch)
   trained = models.backbone_variables(variables, branch)
   if random_init:
-    return Encoder(backbone, random_encoder(backbone, seed, in_channels(trained)), step,
+    return Encoder(backbone, random_encoder(backbone, seed, models.in_channels(trained)), step,
                    model_config)
   return Encoder(backbone, trained, step, model_config)
-
-
-def in_channels(variables: dict) -> int:
-  """Input channels of a ResNet's variables (3 for images, 1 for audio)."""
-  return int(variables["params"]["conv1"]["kernel"].shape[-2])
 
 
 def audio_features(config: ml_collections.ConfigDict, mesh, backbone, variables: dict,

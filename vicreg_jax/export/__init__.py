@@ -47,7 +47,7 @@ def export_backbone(variables: dict, model_config: ml_collections.ConfigDict, ou
                            os.path.join(out_dir, "backbone.safetensors"))
   with open(os.path.join(out_dir, "backbone.json"), "w", encoding="utf-8") as f:
     json.dump({"model": model_config.to_dict(), "step": step, "branch": branch,
-               "in_channels": int(backbone_vars["params"]["conv1"]["kernel"].shape[-2])},
+               "in_channels": models.in_channels(backbone_vars)},
               f, indent=2)
   return out_dir
 

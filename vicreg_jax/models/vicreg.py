@@ -158,3 +158,8 @@ def backbone_variables(variables: dict, branch: str = "a") -> dict:
   name = "backbone_b" if branch == "b" and "backbone_b" in variables["params"] else "backbone"
   return {collection: variables[collection][name]
           for collection in ("params", "batch_stats") if collection in variables}
+
+
+def in_channels(backbone_vars: dict) -> int:
+  """Input channels a backbone's variables take (its stem kernel): 3 for images, 1 for audio."""
+  return int(backbone_vars["params"]["conv1"]["kernel"].shape[-2])
