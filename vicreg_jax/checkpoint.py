@@ -28,13 +28,14 @@ DAMAGED_DIR = "checkpoints.damaged"
 
 # What a resumed run may change. The run length (epochs, num_train_steps) may be extended or
 # shortened: accepted and logged. Keys under these prefixes do not change the training
-# trajectory (logging, checkpointing, evaluation, hosts, input prefetching): accepted
-# silently. A change of anything else (model, loss, optimiser, batch size, data, augmentation,
-# seed) would continue a different run, and is refused naming the keys that differ.
+# trajectory (logging, checkpointing, evaluation, hosts, the state's layout over the
+# devices, input prefetching): accepted silently. A change of anything else (model, loss,
+# optimiser, batch size, data, augmentation, seed) would continue a different run, and is
+# refused naming the keys that differ.
 RUN_LENGTH_KEYS = ("epochs", "num_train_steps")
-FREE_KEY_PREFIXES = ("checkpoint.", "log_every_steps", "eval.", "distributed.", "nonfinite",
-                     "data.prefetch_batches", "data.device_prefetch", "data.threads",
-                     "compilation_cache_dir", "transfer_guard")
+FREE_KEY_PREFIXES = ("checkpoint.", "log_every_steps", "eval.", "distributed.", "parallel.",
+                     "nonfinite", "data.prefetch_batches", "data.device_prefetch",
+                     "data.threads", "compilation_cache_dir", "transfer_guard")
 
 # Marks, in a checkpoint's saved config, a backbone imported from released weights.
 IMPORTED_KEY = "imported_from"

@@ -270,6 +270,19 @@ def base_config() -> ml_collections.ConfigDict:
       process_id=0,
   ))
 
+  # How the training state is laid out over the devices' data axis. Off (the default): the
+  # optimizer state is replicated like the parameters, and each device updates every
+  # parameter. On (ZeRO stage 1): every optimizer-state leaf of at least
+  # shard_min_elements elements is split over the devices along its largest axis that the
+  # device count divides; each device reduce-scatters the gradients, updates its slice and
+  # the parameters are all-gathered (same bytes as the all-reduce; 1/N of the state's memory
+  # and of the update's work). Parameters stay replicated for the forward pass. The result
+  # equals the replicated step up to float32 reduction order (README: Scaling to pods).
+  c.parallel = ml_collections.ConfigDict(dict(
+      shard_optimizer_state=False,
+      shard_min_elements=2**16,   # smaller leaves (biases, BN, the count) stay replicated
+  ))
+
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=1000,
       max_to_keep=3,
@@ -385,6 +398,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
            f"--config.transfer_guard={c.transfer_guard!r}; use 'allow', 'log' or 'disallow'.")
   _require(c.nonfinite in ("stop", "skip"),
            f"--config.nonfinite={c.nonfinite!r}; use 'stop' or 'skip'.")
+  _require(isinstance(c.parallel.shard_optimizer_state, bool),
+           f"--config.parallel.shard_optimizer_state={c.parallel.shard_optimizer_state!r}; "
+           "use True or False.")
+  _require(isinstance(c.parallel.shard_min_elements, int)
+           and not isinstance(c.parallel.shard_min_elements, bool)
+           and c.parallel.shard_min_elements >= 1,
+           f"--config.parallel.shard_min_elements={c.parallel.shard_min_elements!r} must be "
+           "an integer >= 1 (optimizer-state leaves with fewer elements stay replicated).")
   _require(c.checkpoint.every_steps > 0 and c.checkpoint.max_to_keep > 0,
            "--config.checkpoint.every_steps and --config.checkpoint.max_to_keep must be > 0.")
   _require(c.log_every_steps > 0, "--config.log_every_steps must be > 0.")

@@ -1,12 +1,15 @@
 """Device mesh, shardings and host-batch to global-array conversion for data parallelism.
 
-One mesh with a single ``data`` axis over every device of every process. Parameters and
-optimizer state are replicated (``P()``); batches are sharded along their leading axis
-(``P('data')``). Everything is plain ``jax.jit`` over global ``jax.Array``s: no ``pmap``.
+One mesh with a single ``data`` axis over every device of every process. Parameters are
+replicated (``P()``); batches are sharded along their leading axis (``P('data')``); the
+optimizer state is replicated, or with ``config.parallel.shard_optimizer_state`` its large
+leaves are split over the ``data`` axis (ZeRO stage 1, :func:`state_sharding`). Everything is
+plain ``jax.jit`` over global ``jax.Array``s: no ``pmap``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -86,6 +89,37 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
   """Sharding of parameters, optimizer state and scalars: a full copy on every device."""
   return NamedSharding(mesh, P())
+
+
+def sharded_axis(shape: tuple[int, ...], devices: int, min_elements: int) -> int | None:
+  """The axis along which a leaf of ``shape`` is split over ``devices`` devices, or None.
+
+  A leaf of at least ``min_elements`` elements is split along its largest axis that
+  ``devices`` divides (the first such axis on a tie); smaller leaves, and leaves without
+  such an axis, stay replicated.
+  """
+  if math.prod(shape) < min_elements:
+    return None
+  for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+    if shape[axis] % devices == 0:
+      return axis
+  return None
+
+
+def state_sharding(mesh: Mesh, shape: tuple[int, ...], min_elements: int) -> NamedSharding:
+  """Sharding of one optimizer-state (or gradient) leaf of ``shape`` under ZeRO stage 1:
+  split over the ``data`` axis along :func:`sharded_axis`, else replicated."""
+  axis = sharded_axis(shape, mesh.shape[DATA_AXIS], min_elements)
+  if axis is None:
+    return replicated(mesh)
+  spec = [None] * len(shape)
+  spec[axis] = DATA_AXIS
+  return NamedSharding(mesh, P(*spec))
+
+
+def state_shardings(mesh: Mesh, tree: Any, min_elements: int) -> Any:
+  """:func:`state_sharding` of every leaf of ``tree`` (arrays or ``jax.ShapeDtypeStruct``)."""
+  return jax.tree.map(lambda x: state_sharding(mesh, x.shape, min_elements), tree)
 
 
 def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:

@@ -5,6 +5,8 @@ sharded over the mesh; ``train_step`` (one ``jax.jit``, state donated) augments 
 the device, runs each view through the network separately (per-view BatchNorm; global batch
 statistics = SyncBN, since the arrays are global), computes ``vicreg_loss`` on the global
 batch in float32, applies LARS and returns float32 metrics; the loop logs and checkpoints.
+The state is replicated on the mesh, or with ``config.parallel.shard_optimizer_state`` its
+optimizer state is split over the devices (:func:`state_shardings`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ MAX_STEPS_IN_FLIGHT = 1
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything that evolves during pretraining (all arrays, replicated on the mesh).
+  """Everything that evolves during pretraining (all arrays, laid out by
+  :func:`state_shardings`: replicated on the mesh, but the large optimizer-state leaves when
+  ``config.parallel.shard_optimizer_state`` is on).
 
   Attributes:
     step: i32[] number of steps taken (= batches consumed).
@@ -67,10 +71,38 @@ def loss_kwargs(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
   return dict(loss_config)
 
 
+def state_shardings(config: ml_collections.ConfigDict, mesh, state: TrainState) -> TrainState:
+  """Where each array of ``state`` (arrays or ``jax.ShapeDtypeStruct``s) lives on ``mesh``.
+
+  Everything is replicated, except, with ``config.parallel.shard_optimizer_state``, the
+  optimizer-state leaves that :func:`vicreg_jax.parallel.sharded_axis` splits over the
+  ``data`` axis (ZeRO stage 1).
+
+  Raises:
+    ValueError when sharding is asked for on several devices but no leaf can be split (no
+    leaf of ``parallel.shard_min_elements`` elements has an axis the device count divides).
+  """
+  replicated = parallel.replicated(mesh)
+  shardings = jax.tree.map(lambda _: replicated, state)
+  if not config.parallel.shard_optimizer_state:
+    return shardings
+  opt_state = parallel.state_shardings(mesh, state.opt_state,
+                                       config.parallel.shard_min_elements)
+  devices = mesh.devices.size
+  if devices > 1 and all(s.is_fully_replicated for s in jax.tree.leaves(opt_state)):
+    raise ValueError(
+        f"--config.parallel.shard_optimizer_state=True, but no optimizer-state leaf of at "
+        f"least {config.parallel.shard_min_elements} elements has an axis divisible by the "
+        f"{devices} devices, so nothing would be sharded. Lower "
+        "--config.parallel.shard_min_elements, use a device count that divides the layer "
+        "widths, or set --config.parallel.shard_optimizer_state=False.")
+  return shardings.replace(opt_state=opt_state)
+
+
 def create_train_state(config: ml_collections.ConfigDict, model,
                        tx: optax.GradientTransformation, mesh) -> TrainState:
-  """A fresh state at step 0, replicated on ``mesh``: parameters from the seed's
-  ``rng.MODEL_INIT`` stream, step keys from its ``rng.TRAIN_STEP`` stream."""
+  """A fresh state at step 0 laid out on ``mesh`` by :func:`state_shardings`: parameters
+  from the seed's ``rng.MODEL_INIT`` stream, step keys from its ``rng.TRAIN_STEP`` stream."""
   shape_a, shape_b = data.view_shapes(config, 2)
 
   def init(key):
@@ -84,8 +116,9 @@ def create_train_state(config: ml_collections.ConfigDict, model,
         first_nonfinite_step=jnp.full((), -1, jnp.int32),
         nonfinite_record=jnp.zeros((len(NONFINITE_FIELDS),), jnp.float32))
 
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))(
-      rng_lib.stream_key(config.seed, rng_lib.MODEL_INIT))
+  key = rng_lib.stream_key(config.seed, rng_lib.MODEL_INIT)
+  shardings = state_shardings(config, mesh, jax.eval_shape(init, key))
+  return jax.jit(init, out_shardings=shardings)(key)
 
 
 def _probe_loss_and_top1(logits: jax.Array, labels: jax.Array, num_classes: int
@@ -104,8 +137,14 @@ def _probe_loss_and_top1(logits: jax.Array, labels: jax.Array, num_classes: int
 
 
 def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule) -> Callable[[TrainState, dict], tuple]:
+                    schedule: optax.Schedule, mesh=None
+                    ) -> Callable[[TrainState, dict], tuple]:
   """Returns the pure ``train_step(state, batch) -> (state, metrics)``.
+
+  With ``config.parallel.shard_optimizer_state`` (which needs ``mesh``), the gradients are
+  constrained to the optimizer state's sharding, so XLA reduces them with a reduce-scatter
+  (each device receives the sum of its slice only) and each device updates its slice of the
+  parameters; :func:`compile_train_step`'s replicated parameters then all-gather them.
 
   ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays, augmented here, and
   ``"label"`` i32[B] with the online probe (``config.model.online_probe_classes`` > 0); with
@@ -130,6 +169,17 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   freeze_after_nonfinite = config.nonfinite == "stop"
   probe_classes = config.model.get("online_probe_classes", 0)
   audio_views = config.data.source == "audio"
+  shard_updates = config.parallel.shard_optimizer_state
+  if shard_updates and mesh is None:
+    raise ValueError("config.parallel.shard_optimizer_state needs the mesh: "
+                     "make_train_step(..., mesh=mesh).")
+
+  def like_optimizer_state(tree):
+    """Constrains a parameter-shaped tree to the sharding of its optimizer-state leaves."""
+    if not shard_updates:
+      return tree
+    return jax.lax.with_sharding_constraint(tree, parallel.state_shardings(
+        mesh, tree, config.parallel.shard_min_elements))
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -152,7 +202,9 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
 
     (total, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
+    grads = like_optimizer_state(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = like_optimizer_state(updates)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     update_norm = optax.tree.norm(updates)
@@ -180,10 +232,12 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
   return train_step
 
 
-def compile_train_step(train_step, mesh) -> Callable:
-  """``jax.jit`` of the step: state donated and kept replicated, metrics replicated."""
+def compile_train_step(train_step, mesh, shardings: TrainState | None = None) -> Callable:
+  """``jax.jit`` of the step: state donated and kept in ``shardings`` (from
+  :func:`state_shardings`; None: all replicated), metrics replicated."""
+  replicated = parallel.replicated(mesh)
   return jax.jit(train_step, donate_argnums=0,
-                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+                 out_shardings=(replicated if shardings is None else shardings, replicated))
 
 
 def nonfinite_message(state: TrainState) -> str:
@@ -308,8 +362,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> Tr
   batch = next(batches)
   _say("Compiling the training step...")
   started = time.perf_counter()
-  step_fn = compile_train_step(make_train_step(config, model, tx, schedule), mesh).lower(
-      state, batch).compile()
+  step_fn = compile_train_step(make_train_step(config, model, tx, schedule, mesh), mesh,
+                               state_shardings(config, mesh, state)).lower(state, batch).compile()
   _say(f"Compiled in {time.perf_counter() - started:.0f} s; training steps {start_step + 1} "
        f"to {total_steps}.")
   knn_every = config.eval.knn_every_steps
