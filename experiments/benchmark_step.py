@@ -34,6 +34,8 @@ def main() -> None:
   parser.add_argument("--dtype", default=None, help="override config.model.dtype")
   parser.add_argument("--loss_precision", default=None, help="override config.loss.precision")
   parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--shard_optimizer_state", action="store_true",
+                      help="set config.parallel.shard_optimizer_state (ZeRO stage 1)")
   args = parser.parse_args()
 
   config = load_config_file(args.config)
@@ -42,6 +44,7 @@ def main() -> None:
       config.model[key] = value
   if args.loss_precision is not None:
     config.loss.precision = args.loss_precision
+  config.parallel.shard_optimizer_state = args.shard_optimizer_state
   mesh = parallel.make_mesh()
   config.batch_size = args.batch_per_device * mesh.devices.size
   size = config.augment.image_size
@@ -55,7 +58,8 @@ def main() -> None:
       name: rng.integers(0, 256, (config.batch_size, size, size, 3), dtype=np.uint8)
       for name in ("view_a", "view_b")})
 
-  step_fn = train.compile_train_step(train.make_train_step(config, model, tx, schedule), mesh)
+  step_fn = train.compile_train_step(train.make_train_step(config, model, tx, schedule, mesh),
+                                     mesh, train.state_shardings(config, mesh, state))
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - start

@@ -14,7 +14,9 @@ parameters replicated:
    ICI, H100 NVLink inside an 8-GPU node, and across nodes hierarchically (NVLink
    reduce-scatter in the node, a ring over 400 Gb/s InfiniBand between nodes on each
    GPU's eighth, NVLink all-gather in the node), against the step's compute time, and the
-   weak-scaling efficiency that follows with and without overlap with the backward pass.
+   weak-scaling efficiency that follows with and without overlap with the backward pass;
+3. the optimiser state's bytes per chip, replicated and sharded over the chips as
+   ``config.parallel.shard_optimizer_state`` does (ZeRO stage 1; exact, from the shapes).
 
 Every time here is COMPUTED from vendor peak bandwidths (``INTERCONNECTS``), not measured:
 real collectives reach less than the peak, so these are lower bounds on the communication
@@ -31,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vicreg_jax import data, models
+from vicreg_jax import data, models, optim, parallel
 from vicreg_jax.config import load_config_file
 
 GB = 1e9  # bytes; vendor sheets quote decimal units
@@ -82,6 +84,16 @@ def abstract_params(config) -> dict:
 def count(tree) -> int:
   """Number of elements in a pytree of arrays or shape structs."""
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def state_bytes_per_chip(opt_state, chips: int, min_elements: int) -> int:
+  """Bytes of ``opt_state`` (shape structs) on one of ``chips`` chips when its leaves are
+  split as :func:`vicreg_jax.parallel.sharded_axis` says (``chips=1``: replicated)."""
+  total = 0
+  for leaf in jax.tree.leaves(opt_state):
+    split = chips if parallel.sharded_axis(leaf.shape, chips, min_elements) is not None else 1
+    total += math.prod(leaf.shape) * leaf.dtype.itemsize // split
+  return total
 
 
 def allreduce_ms(nbytes: float, chips: int, send_gb_s: float) -> float:
@@ -157,6 +169,19 @@ def main() -> None:
       print(f"| {name} | {n} | {dtype} | {ms:.2f} | "
             f"{100 * efficiency(args.step_ms, ms, overlap=False):.1f}% | "
             f"{100 * efficiency(args.step_ms, ms, overlap=True):.1f}% |")
+
+  tx, _ = optim.create_optimizer(config.optim, global_batch=config.batch_size,
+                                 steps_per_epoch=1, total_steps=1)
+  opt_state = jax.eval_shape(tx.init, params)
+  min_elements = config.parallel.shard_min_elements
+  replicated = state_bytes_per_chip(opt_state, 1, min_elements)
+  print(f"\nOptimiser state ({config.optim.name}) per chip, exact from the shapes; sharded: "
+        f"leaves of >= {min_elements} elements split (parallel.shard_min_elements).\n")
+  print("| chips | replicated | sharded (shard_optimizer_state=True) |")
+  print("|---|---|---|")
+  for n in chips:
+    print(f"| {n} | {replicated / 1e6:,.1f} MB | "
+          f"{state_bytes_per_chip(opt_state, n, min_elements) / 1e6:,.2f} MB |")
 
 
 if __name__ == "__main__":

@@ -141,10 +141,11 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
                     ) -> Callable[[TrainState, dict], tuple]:
   """Returns the pure ``train_step(state, batch) -> (state, metrics)``.
 
-  With ``config.parallel.shard_optimizer_state`` (which needs ``mesh``), the gradients are
-  constrained to the optimizer state's sharding, so XLA reduces them with a reduce-scatter
-  (each device receives the sum of its slice only) and each device updates its slice of the
-  parameters; :func:`compile_train_step`'s replicated parameters then all-gather them.
+  With ``config.parallel.shard_optimizer_state`` (which needs ``mesh``), the gradients and
+  updates are constrained to the optimizer state's sharding: each device needs only its
+  slice of the summed gradients (a reduce-scatter; XLA:CPU lowers it as an all-reduce and a
+  slice) and updates only its slice of the parameters, which the replicated parameters of
+  :func:`compile_train_step` then all-gather.
 
   ``batch``: ``{"view_a", "view_b"}`` uint8[B, S, S, 3] global arrays, augmented here, and
   ``"label"`` i32[B] with the online probe (``config.model.online_probe_classes`` > 0); with
