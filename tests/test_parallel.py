@@ -94,9 +94,13 @@ def test_a_dead_process_stops_the_others_instead_of_hanging(tmp_path):
   # suite's longest.) Process 1 is SIGKILLed mid-run: process 0 must end (JAX's coordination service misses
   # its heartbeats: ~1 minute here) with an error naming the cause, its checkpoints intact
   # for a rerun. (Process 0 dying ends process 1 at once: it loses the coordinator.)
+  # The run shards its optimizer state over the 4 devices of both processes (ZeRO-1), so
+  # this also checks that a sharded state trains and checkpoints across processes.
   port = conftest.free_port()
   procs = [subprocess.Popen(
       conftest.main_cmd(tmp_path, "--config.num_train_steps=100000", "--config.checkpoint.every_steps=2",
+               "--config.parallel.shard_optimizer_state=True",
+               "--config.parallel.shard_min_elements=512",
                "--config.distributed.mode=manual",
                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
