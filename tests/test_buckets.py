@@ -94,3 +94,60 @@ def test_gs_lock_is_exclusive(gcs):
       with workdir.exclusive(url):
         pass
   assert not paths.exists(f"{url}/{workdir.LOCK_FILE}")
+
+
+@pytest.fixture(scope="module")
+def s3():
+  yield from _serve(emulators.moto_s3)
+
+
+def _upload_tree(local, url):
+  for f in sorted(p for p in local.rglob("*") if p.is_file()):
+    paths.upload(str(f), f"{url}/{f.relative_to(local).as_posix()}")
+
+
+@pytest.mark.parametrize("store", ["gcs", "s3"])
+def test_npz_and_image_folder_are_read_from_the_bucket(store, request, tmp_path):
+  request.getfixturevalue(store)
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from vicreg_jax.data import datasets, folders, tf_input  # pylint: disable=g-import-not-at-top
+  url = f"{'gs' if store == 'gcs' else 's3'}://{BUCKET}/data-{tmp_path.name}"
+  rng = np.random.default_rng(0)
+  images, labels = rng.integers(0, 256, (5, 8, 8, 3), np.uint8), np.arange(5, dtype=np.int32)
+  np.savez(tmp_path / "d.npz", images=images, labels=labels)
+  for cls in ("cat", "dog"):
+    (tmp_path / "train" / cls).mkdir(parents=True)
+    for i in range(2):
+      Image.fromarray(rng.integers(0, 256, (6, 6, 3), np.uint8)).save(
+          tmp_path / "train" / cls / f"{i}.png")
+  (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
+  _upload_tree(tmp_path, url)
+
+  config = ml_collections.ConfigDict({"name": "npz", "path": f"{url}/d.npz"})
+  got_images, got_labels = datasets.load_arrays(config, "train")
+  np.testing.assert_array_equal(got_images, images)
+  np.testing.assert_array_equal(got_labels, labels)
+
+  files, got, classes = folders.list_image_folder(f"{url}/train", "")
+  want_files, want, want_classes = folders.list_image_folder(str(tmp_path / "train"), "")
+  assert (got, classes) == (want, want_classes) and len(files) == 4
+  assert [f[len(url):] for f in files] == [f[len(str(tmp_path)):] for f in want_files]
+  read = tf_input._file_reader(url)  # pylint: disable=protected-access
+  assert read(files[3]).numpy() == (tmp_path / "train" / "dog" / "1.png").read_bytes()
+  data = ml_collections.ConfigDict({"path": f"{url}/train", "split": "train"})
+  assert folders.split_folder(data, "val") == f"{url}/val"
+
+
+def test_s3_lock_is_exclusive_and_s3_checkpoints_are_refused(s3, tmp_path):
+  del s3
+  url = f"s3://{BUCKET}/run"
+  with workdir.exclusive(url):
+    with pytest.raises(workdir.WorkdirBusyError, match=f"aws s3 rm {url}/run.lock"):
+      with workdir.exclusive(url):
+        pass
+  assert not paths.exists(f"{url}/{workdir.LOCK_FILE}")
+  refused = run_main(url)
+  assert refused.returncode == 1
+  assert "cannot write checkpoints to s3://" in refused.stderr.strip().splitlines()[-1]
+  assert not paths.exists(url) and not (ROOT / "s3:").exists()
