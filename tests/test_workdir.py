@@ -1,5 +1,5 @@
 """Workdir lock: a second run is refused; stale locks of dead processes are taken over;
-bucket URLs are refused rather than turned into local folders."""
+unsupported URLs are refused rather than turned into local folders."""
 
 import json
 import os
@@ -39,17 +39,29 @@ def test_lock_of_other_host_is_respected(tmp_path):
       pass
 
 
-@pytest.mark.parametrize("url", ["gs://bucket/run", "s3://bucket/run", "GS://b/r"])
-def test_cloud_urls_are_refused_instead_of_becoming_local_folders(url):
-  with pytest.raises(ValueError, match="cloud-storage URLs are not supported"):
+@pytest.mark.parametrize("url", ["hdfs://bucket/run", "az://b/r"])
+def test_unsupported_url_schemes_are_refused_instead_of_becoming_local_folders(url):
+  with pytest.raises(ValueError, match="--workdir " + re.escape(url) + ": unsupported URL"):
     workdir.check_writable(url)
   from vicreg_jax import checkpoint  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="--workdir " + re.escape(url)):
     checkpoint.checkpoint_dir(url)  # evaluation and export read workdirs through it
 
 
-def test_cli_refuses_a_bucket_workdir_and_creates_nothing():
-  result = run_main("gs://bucket/vicreg_run")
+@pytest.mark.parametrize("url", ["s3://bucket/run", "S3://b/r"])
+def test_s3_checkpoints_are_refused_naming_what_works(url):
+  from vicreg_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="cannot write checkpoints to s3://.*gs://"):
+    checkpoint.checkpoint_dir(url)
+
+
+def test_gs_workdir_is_kept_as_a_url():
+  from vicreg_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  assert checkpoint.checkpoint_dir("gs://b/run/") == "gs://b/run/checkpoints"
+
+
+def test_cli_refuses_an_unsupported_url_workdir_and_creates_nothing():
+  result = run_main("hdfs://bucket/vicreg_run")
   assert result.returncode == 1, result.stderr[-2000:]
-  assert "cloud-storage URLs are not supported" in result.stderr.strip().splitlines()[-1]
-  assert not (ROOT / "gs:").exists()
+  assert "unsupported URL scheme" in result.stderr.strip().splitlines()[-1]
+  assert not (ROOT / "hdfs:").exists()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
 import jax
@@ -20,7 +19,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from vicreg_jax import parallel
-from vicreg_jax import workdir as workdir_lib
+from vicreg_jax import paths
 
 CHECKPOINT_DIR = "checkpoints"
 # Unreadable steps are moved here (beside CHECKPOINT_DIR) when an older step is resumed.
@@ -49,11 +48,26 @@ class DamagedCheckpointsError(ValueError):
   """Every checkpoint of a workdir is unreadable; starting over needs an explicit choice."""
 
 
+def check_orbax_can_write(directory: str, flag: str = "--workdir") -> None:
+  """Raises ValueError naming ``flag`` for a folder Orbax cannot checkpoint into.
+
+  Orbax writes arrays through TensorStore, which it points at local paths and ``gs://``
+  only (orbax-checkpoint 0.12 turns ``s3://b/x`` into the local path ``s3:/b/x``).
+  """
+  paths.check_supported(directory, flag)
+  if paths.scheme(directory) == "s3":
+    raise ValueError(
+        f"{flag} {directory}: Orbax (orbax-checkpoint {ocp.__version__}) cannot write "
+        "checkpoints to s3:// (it writes arrays to local paths and gs:// only). Use a gs:// or "
+        "local/shared-filesystem workdir (an S3 bucket mounted with mountpoint-s3 or s3fs-fuse "
+        "works as a local path); s3:// works for data and for --out of the export.")
+
+
 def checkpoint_dir(workdir: str) -> str:
-  """Where a pretraining run in ``workdir`` keeps its checkpoints (a local path: a URL is
-  refused, :func:`vicreg_jax.workdir.require_local`)."""
-  workdir_lib.require_local(workdir)
-  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  """Where a pretraining run in ``workdir`` keeps its checkpoints: an absolute local path or
+  a ``gs://`` URL (ValueError for ``s3://``, :func:`check_orbax_can_write`)."""
+  check_orbax_can_write(workdir)
+  return paths.join(paths.absolute(workdir), CHECKPOINT_DIR)
 
 
 def create_manager(workdir: str, ckpt_config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
@@ -147,14 +161,14 @@ def set_aside(manager: ocp.CheckpointManager, workdir: str, steps: list[int]) ->
   left in place would leave the resumed run without checkpoints until it passed them.
   Process 0 moves (the folder is shared); all processes then re-read the step list.
   """
-  target = os.path.join(os.path.dirname(checkpoint_dir(workdir)), DAMAGED_DIR)
+  target = paths.join(paths.dirname(checkpoint_dir(workdir)), DAMAGED_DIR)
   if jax.process_index() == 0:
-    os.makedirs(target, exist_ok=True)
+    paths.makedirs(target)
     for step in steps:
-      destination = os.path.join(target, str(step))
-      if os.path.exists(destination):  # damaged twice at the same step: keep both
-        destination += f".{len(os.listdir(target))}"
-      os.replace(os.path.join(checkpoint_dir(workdir), str(step)), destination)
+      destination = paths.join(target, str(step))
+      if paths.exists(destination):  # damaged twice at the same step: keep both
+        destination += f".{len(paths.listdir(target))}"
+      paths.move(paths.join(checkpoint_dir(workdir), str(step)), destination)
   multihost_utils.sync_global_devices("vicreg_jax.checkpoint.set_aside")
   manager.reload()
   return target
@@ -199,7 +213,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any,
         f"Every checkpoint in {directory} is unreadable ("
         + "; ".join(f"step {s}: {reason}" for s, reason in damaged) + "). Nothing was "
         f"changed. To start over from step 0, move them aside (mv {directory} "
-        f"{os.path.join(os.path.dirname(directory), DAMAGED_DIR)}) and rerun.")
+        f"{paths.join(paths.dirname(directory), DAMAGED_DIR)}) and rerun.")
   return None, 0
 
 
@@ -226,7 +240,7 @@ def restore_variables(workdir: str, step: int | None, mesh) -> tuple[dict, dict,
     DamagedCheckpointsError (one line, naming the other steps) for an unreadable one.
   """
   directory = checkpoint_dir(workdir)
-  if not os.path.isdir(directory):  # checked first: the manager would create the folder
+  if not paths.isdir(directory):  # checked first: the manager would create the folder
     raise _no_checkpoints(directory)
   manager = ocp.CheckpointManager(directory, item_handlers={
       "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
@@ -301,7 +315,8 @@ class EpochCheckpointer:
   """
 
   def __init__(self, directory: str, settings: dict | None = None):
-    self._directory = os.path.abspath(directory)
+    check_orbax_can_write(directory, "--output_dir")
+    self._directory = paths.absolute(directory)
     self._settings = json.loads(json.dumps(settings or {}))  # JSON-normalised for comparing
     self._manager = ocp.CheckpointManager(
         self._directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))

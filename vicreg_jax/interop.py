@@ -24,6 +24,7 @@ import numpy as np
 import safetensors.numpy
 from flax import traverse_util
 
+from vicreg_jax import paths
 from vicreg_jax.models.resnet import BOTTLENECK_ARCHS, STAGE_SIZES
 
 # Prefixes of full official checkpoints (DDP-wrapped VICReg) and of backbone-only DDP dicts.
@@ -185,7 +186,7 @@ def save_safetensors(state_dict: Mapping[str, np.ndarray], path: str) -> None:
   ``safetensors.numpy.save_file``, which creates its files with mode 0600.
   """
   data = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in state_dict.items()})
-  with open(path, "wb") as f:
+  with paths.open_file(path, "wb") as f:  # a local path or a gs:// / s3:// URL
     f.write(data)
 
 

@@ -14,12 +14,11 @@ resume); before the first step, after it, or a second signal: exits at once with
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
 from ml_collections import config_flags
 
 from vicreg_jax import cli
+from vicreg_jax import paths
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the exported backbone.")
@@ -43,8 +42,8 @@ def main() -> None:
     return
   if not config.eval.compare_random:
     return
-  eval_file = os.path.join(workdir, report.EVAL_FILE)
-  if result.state is None and os.path.exists(eval_file):
+  eval_file = paths.join(workdir, report.EVAL_FILE)
+  if result.state is None and paths.exists(eval_file):
     print(f"The comparison with a random encoder is in {eval_file}.", flush=True)
     return
   if result.state is None:  # finished earlier, but its evaluation never completed

@@ -2,7 +2,9 @@
 
 Only process 0 writes. TensorBoard event files are written with ``tensorboardX`` (no
 TensorFlow needed) when it is installed; the JSONL file (``metrics.jsonl``, one object per
-logged step) is always written.
+logged step) is always written. For a workdir in a bucket, the event files are written to a
+local temporary folder and uploaded after each logged step (and at the end), so no network
+writer outlives the run.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from typing import Mapping
 
 import jax
+
+from vicreg_jax import paths
 
 METRICS_FILE = "metrics.jsonl"
 # The singular-value spectra of the latest collapse-diagnostics step (overwritten each time).
@@ -25,10 +31,7 @@ def write_spectra(workdir: str, step: int, spectra: Mapping[str, list]) -> None:
   atomically (process 0 only)."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, SPECTRA_FILE)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(dict(spectra, step=step), f)
-  os.replace(path + ".tmp", path)
+  paths.write_text(paths.join(workdir, SPECTRA_FILE), json.dumps(dict(spectra, step=step)))
 
 
 def drop_superseded(path: str, start_step: int) -> int:
@@ -37,15 +40,12 @@ def drop_superseded(path: str, start_step: int) -> int:
   A run resumed from an older checkpoint (the newer one was unreadable) repeats the steps
   after it: their earlier lines belong to a trajectory that no checkpoint holds any more.
   """
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return 0
-  with open(path, encoding="utf-8") as f:
-    lines = f.readlines()
+  lines = paths.read_text(path).splitlines(keepends=True)
   kept = [line for line in lines if json.loads(line)["step"] <= start_step]
   if len(kept) < len(lines):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.writelines(kept)
-    os.replace(path + ".tmp", path)
+    paths.write_text(path, "".join(kept))
   return len(lines) - len(kept)
 
 
@@ -61,20 +61,26 @@ class MetricWriter:
     self._active = jax.process_index() == 0
     self._file = None
     self._tb = None
+    self._tb_upload = None  # (local folder, bucket folder) of a workdir in a bucket
     if not self._active:
       return
-    path = os.path.join(workdir, METRICS_FILE)
+    path = paths.join(workdir, METRICS_FILE)
     dropped = drop_superseded(path, start_step)
     if dropped:
       logging.warning("Dropped %d lines of %s logged after step %d (superseded by this "
                       "resumed run).", dropped, path, start_step)
-    self._file = open(path, "a", encoding="utf-8")
+    self._file = paths.TextAppender(path)
     try:
       import tensorboardX  # pylint: disable=g-import-not-at-top
-      self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                            purge_step=start_step + 1 if start_step else None)
     except ImportError:
       logging.info("tensorboardX is not installed; writing %s only.", METRICS_FILE)
+      return
+    logdir = paths.join(workdir, "tensorboard")
+    if paths.is_url(logdir):
+      self._tb_upload = (tempfile.mkdtemp(prefix="vicreg_jax_tensorboard_"), logdir)
+      logdir = self._tb_upload[0]
+    self._tb = tensorboardX.SummaryWriter(logdir,
+                                          purge_step=start_step + 1 if start_step else None)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self._active:
@@ -85,12 +91,26 @@ class MetricWriter:
     if self._tb is not None:
       for name, value in scalars.items():
         self._tb.add_scalar(name, float(value), step)
+      self._upload_tensorboard()
+
+  def _upload_tensorboard(self) -> None:
+    """Copies the local event files of a bucket workdir to ``workdir/tensorboard``."""
+    if self._tb_upload is None:
+      return
+    self._tb.flush()  # a no-op once closed
+    local, remote = self._tb_upload
+    for name in sorted(os.listdir(local)):
+      paths.upload(os.path.join(local, name), paths.join(remote, name))
 
   def close(self) -> None:
     if self._file is not None:
       self._file.close()
     if self._tb is not None:
       self._tb.close()
+      self._upload_tensorboard()
+      if self._tb_upload is not None:
+        shutil.rmtree(self._tb_upload[0])
+
 
 
 class Progress:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from absl import flags
 
-from vicreg_jax import cli
+from vicreg_jax import cli, paths
 from vicreg_jax.metrics import METRICS_FILE, SPECTRA_FILE
 
 FLAGS = flags.FLAGS
@@ -63,13 +63,13 @@ LINE_STYLES = ("-", "--", ":", "-.")
 def read_metrics(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
   """``{metric: (steps, values)}`` from ``workdir/metrics.jsonl`` (raises FileNotFoundError
   naming the file when the workdir has none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.isfile(path):
+  path = paths.join(workdir, METRICS_FILE)
+  if not paths.isfile(path):
     raise FileNotFoundError(f"{path} does not exist: --workdir must be a pretraining workdir "
                             "that has logged at least one step.")
   series = collections.defaultdict(lambda: ([], []))
-  with open(path, encoding="utf-8") as f:
-    for line in f:
+  for line in paths.read_text(path).splitlines():
+    if line.strip():
       record = json.loads(line)
       for key, value in record.items():
         if key != "step":
@@ -80,17 +80,17 @@ def read_metrics(workdir: str) -> dict[str, tuple[list[int], list[float]]]:
 
 def read_spectra(workdir: str) -> dict | None:
   """The last diagnostic step's spectra (``{"step", "representation", "embedding"}``)."""
-  path = os.path.join(workdir, SPECTRA_FILE)
-  if not os.path.isfile(path):
+  path = paths.join(workdir, SPECTRA_FILE)
+  if not paths.isfile(path):
     return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  return json.loads(paths.read_text(path))
 
 
 def run_labels(workdirs: list[str]) -> list[str]:
   """Legend names: each workdir's last path component, the whole path where those repeat."""
-  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
-  return names if len(set(names)) == len(names) else [os.path.normpath(w) for w in workdirs]
+  normal = [w.rstrip("/") if paths.is_url(w) else os.path.normpath(w) for w in workdirs]
+  names = [paths.basename(w) for w in normal]
+  return names if len(set(names)) == len(names) else normal
 
 
 def make_figures(runs: dict[str, dict], spectra: dict[str, dict | None]) -> dict:
@@ -171,10 +171,11 @@ def plot_workdirs(workdirs: list[str], out: str) -> tuple[list[str], list[str]]:
   runs = {label: read_metrics(w) for label, w in zip(labels, workdirs)}
   spectra = {label: read_spectra(w) for label, w in zip(labels, workdirs)}
   figures = make_figures(runs, spectra)
-  os.makedirs(out, exist_ok=True)
+  paths.makedirs(out)
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
   for name, fig in figures.items():
-    fig.savefig(os.path.join(out, name), dpi=100)
+    with paths.open_file(paths.join(out, name), "wb") as f:
+      fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
   skipped = [n for n in (*FIGURES, SPECTRUM_FIGURE) if n not in figures]
   return sorted(figures), skipped
@@ -183,7 +184,7 @@ def plot_workdirs(workdirs: list[str], out: str) -> tuple[list[str], list[str]]:
 def main() -> None:
   if not FLAGS.workdir:
     raise ValueError("pass --workdir (repeat it to overlay several runs).")
-  out = FLAGS.out or os.path.join(FLAGS.workdir[0], "plots")
+  out = FLAGS.out or paths.join(FLAGS.workdir[0], "plots")
   written, skipped = plot_workdirs(FLAGS.workdir, out)
   print(f"Wrote {', '.join(written)} to {out}")
   if skipped:

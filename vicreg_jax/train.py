@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -25,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, parallel
+from vicreg_jax import checkpoint, export, losses, metrics as metrics_lib, parallel, paths
 from vicreg_jax import config as config_lib
 from vicreg_jax import data, models, optim, rng as rng_lib, signals
 from vicreg_jax import workdir as workdir_lib
@@ -294,11 +293,10 @@ def check_resumable(manager, config: ml_collections.ConfigDict, workdir: str) ->
 
 def _already_exported(workdir: str, step: int) -> bool:
   """Whether ``workdir/export`` holds the backbone of ``step``."""
-  path = os.path.join(workdir, export.EXPORT_DIR, "backbone.json")
-  if not os.path.exists(path):
+  path = paths.join(workdir, export.EXPORT_DIR, "backbone.json")
+  if not paths.exists(path):
     return False
-  with open(path, encoding="utf-8") as f:
-    return json.load(f).get("step") == step
+  return json.loads(paths.read_text(path)).get("step") == step
 
 
 def _run_identity(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -325,7 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   parallel.agree_on_all_processes(json.dumps(run, sort_keys=True), lambda process_0: "; ".join(
       checkpoint.settings_changes(json.loads(process_0), run)))
   workdir_lib.check_writable(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   with workdir_lib.exclusive(workdir, enabled=jax.process_index() == 0):
     manager = checkpoint.create_manager(workdir, config.checkpoint)
     try:
@@ -424,14 +422,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh, manager) -> Tr
     writer.close()
   if done == total_steps:
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    out = export.export_backbone(variables, config.model, os.path.join(workdir, export.EXPORT_DIR),
+    out = export.export_backbone(variables, config.model, paths.join(workdir, export.EXPORT_DIR),
                                  step=total_steps)
     if config.data.source == "audio":  # two different encoders: both are results
       out += ", " + export.export_backbone(
-          variables, config.model, os.path.join(workdir, export.EXPORT_DIR_B), step=total_steps,
+          variables, config.model, paths.join(workdir, export.EXPORT_DIR_B), step=total_steps,
           branch="b")
     manager.wait_until_finished()
     _say(f"Finished step {total_steps}. Checkpoints: {checkpoint.checkpoint_dir(workdir)}; "
-         f"metrics: {os.path.join(workdir, metrics_lib.METRICS_FILE)} (TensorBoard: "
-         f"{os.path.join(workdir, 'tensorboard')}); backbone: {out}.")
+         f"metrics: {paths.join(workdir, metrics_lib.METRICS_FILE)} (TensorBoard: "
+         f"{paths.join(workdir, 'tensorboard')}); backbone: {out}.")
   return TrainResult(state, last, model, done, total_steps, mesh)

@@ -1,9 +1,13 @@
-"""Exclusive use of a workdir: a lock file so that two runs never write the same checkpoints.
+"""Exclusive use of a workdir: a lock so that two runs never write the same checkpoints.
 
 Process 0 of a run holds ``workdir/run.lock`` (host name and PID) while it trains. A second
 run pointed at the same workdir refuses to start; a lock left behind by a process that no
-longer exists on this host (crash, SIGKILL) is taken over with a warning. ``check_writable``
-tells, before anything is created, whether a run could write there.
+longer exists on this host (crash, SIGKILL) is taken over with a warning. In a bucket
+(``gs://``, ``s3://``) the lock is an object created only if absent (a conditional upload the
+store refuses when the object exists), so of two runs started at once exactly one proceeds; a
+lock left by a killed process on another host cannot be checked, and the error names the
+object to delete. ``check_writable`` tells, before anything is created, whether a run could
+write there.
 """
 
 from __future__ import annotations
@@ -12,44 +16,35 @@ import contextlib
 import json
 import logging
 import os
-import re
 import socket
 import tempfile
 from typing import Iterator
 
+from vicreg_jax import paths
 from vicreg_jax import signals
 
 LOCK_FILE = "run.lock"
-URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # gs://, s3://, hdfs://, ...
 
 
 class WorkdirBusyError(RuntimeError):
   """Another live run holds the workdir."""
 
 
-def require_local(path: str, flag: str = "--workdir") -> None:
-  """Raises ValueError naming ``flag`` when ``path`` is a URL (``gs://``, ``s3://``, ...).
-
-  Workdirs are read and written with local file operations: a bucket URL would otherwise
-  become a local folder named ``gs:`` on one host, where the other hosts and a later resume
-  on another machine would not find the checkpoints.
-  """
-  if URL_SCHEME.match(str(path)):
-    raise ValueError(
-        f"{flag} {path}: cloud-storage URLs are not supported as {flag} yet (the run would "
-        "write to a local folder named after the URL on one host). Use a directory on a "
-        "filesystem every host mounts (NFS, Filestore, Lustre, a gcsfuse/mountpoint-s3 "
-        "mount) and copy the results to the bucket afterwards.")
-
-
 def check_writable(path: str, flag: str = "--workdir") -> None:
   """Raises PermissionError naming ``flag`` unless ``path`` can be created and written
-  (ValueError for a URL, :func:`require_local`).
+  (ValueError for an unsupported URL scheme; FileNotFoundError for a missing bucket).
 
   Creates nothing: it probes (with a temporary file, removed at once) ``path`` if it exists,
-  else its deepest existing ancestor, in which the missing folders would be created.
+  else its deepest existing ancestor, in which the missing folders would be created. For a
+  bucket URL it checks that the bucket exists (write permission shows at the first write).
   """
-  require_local(path, flag)
+  paths.check_supported(path, flag)
+  if paths.is_url(path):
+    bucket = path.split("://", 1)[0] + "://" + path.split("://", 1)[1].split("/", 1)[0]
+    if not paths.exists(bucket):
+      raise FileNotFoundError(f"{flag} {path}: bucket {bucket} does not exist (or cannot be "
+                              "listed with these credentials); create it first.")
+    return
   existing = os.path.abspath(path)
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
@@ -77,20 +72,19 @@ def _alive(pid: int) -> bool:
 
 def _read_owner(path: str) -> dict:
   try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+    return json.loads(paths.read_text(path))
   except (OSError, ValueError):
     return {}
 
 
 def _try_create(path: str) -> bool:
-  try:
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-  except FileExistsError:
-    return False
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
-    json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
-  return True
+  return paths.create_exclusive(
+      path, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+
+
+def _delete_hint(path: str) -> str:
+  command = {"gs": "gcloud storage rm", "s3": "aws s3 rm"}.get(paths.scheme(path))
+  return f" ({command} {path})" if command else ""
 
 
 @contextlib.contextmanager
@@ -103,22 +97,23 @@ def exclusive(workdir: str, enabled: bool = True) -> Iterator[None]:
   if not enabled:
     yield
     return
-  path = os.path.join(workdir, LOCK_FILE)
+  path = paths.join(workdir, LOCK_FILE)
   if not _try_create(path):
     owner = _read_owner(path)
     same_host = owner.get("host") == socket.gethostname()
     if same_host and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
       logging.warning("Taking over the stale lock of PID %d (no longer running) in %s.",
                       owner["pid"], workdir)
-      os.remove(path)
+      paths.remove(path)
     if not _try_create(path):
       raise WorkdirBusyError(
           f"Another run (host {owner.get('host', '?')}, PID {owner.get('pid', '?')}) is using "
           f"--workdir {workdir}. Wait for it to finish, stop it, or choose another workdir. "
-          f"If no such run exists, delete {path}.")
+          f"If no such run exists (a killed run cannot be checked from another host or in a "
+          f"bucket), delete {path}{_delete_hint(path)}.")
   def release():
     with contextlib.suppress(FileNotFoundError):
-      os.remove(path)
+      paths.remove(path)
 
   try:
     with signals.on_abort(release):  # a signal that exits at once still frees the workdir

@@ -18,12 +18,14 @@ clips; fold 5 test, 400 clips).
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
-import os
 from typing import Sequence
 
 import numpy as np
+
+from vicreg_jax import paths as paths_lib
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")  # what libsndfile reads
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
@@ -46,7 +48,8 @@ def decode_clip(path: str, sample_rate: int, clip_samples: int) -> np.ndarray:
   import soundfile
   from scipy import signal
   try:
-    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    source = io.BytesIO(paths_lib.read_bytes(path)) if paths_lib.is_url(path) else path
+    data, rate = soundfile.read(source, dtype="float32", always_2d=True)
   except (soundfile.LibsndfileError, RuntimeError) as error:  # not audio, or damaged
     raise UnreadableAudio(f"{path}: {error}") from error
   if data.size == 0:
@@ -85,12 +88,12 @@ def decode_clips(paths: Sequence[str], sample_rate: int, clip_samples: int,
 
 def read_esc50_meta(root: str) -> list[dict]:
   """The rows of ``root/meta/esc50.csv`` (fold, target and esc10 parsed), checked."""
-  meta = os.path.join(root, "meta", "esc50.csv")
-  if not os.path.isfile(meta):
+  meta = paths_lib.join(root, "meta", "esc50.csv")
+  if not paths_lib.isfile(meta):
     raise FileNotFoundError(
         f"ESC-50: {meta} not found. Point --config.data.path at the folder that holds "
         "audio/ and meta/esc50.csv (a clone of https://github.com/karolpiczak/ESC-50).")
-  with open(meta, newline="", encoding="utf-8") as f:
+  with io.StringIO(paths_lib.read_text(meta), newline="") as f:
     reader = csv.DictReader(f)
     missing = sorted(set(ESC50_COLUMNS) - set(reader.fieldnames or ()))
     if missing:
@@ -116,7 +119,7 @@ def load_esc50(root: str, folds: Sequence[int], *, sample_rate: int, clip_sample
   what = f"ESC-50{'-10' if esc10 else ''} folds {sorted(folds)} in {root}"
   if not chosen:
     raise FileNotFoundError(f"{what}: esc50.csv lists no clips of these folds.")
-  paths = [os.path.join(root, "audio", r["filename"]) for r in chosen]
+  paths = [paths_lib.join(root, "audio", r["filename"]) for r in chosen]
   clips, kept = decode_clips(paths, sample_rate, clip_samples, what)
   labels = np.asarray([label_of[chosen[i]["target"]] for i in kept], np.int32)
   logging.info("%s: %d clips, %d classes.", what, len(clips), len(targets))
@@ -126,16 +129,17 @@ def load_esc50(root: str, folds: Sequence[int], *, sample_rate: int, clip_sample
 def list_audio_folder(root: str) -> tuple[list[str], list[int], list[str]]:
   """Audio files (``AUDIO_EXTENSIONS``) under ``root/<class>/``, sorted, with class indices
   (classes = sorted sub-folder names), and the class names."""
-  if not os.path.isdir(root):
+  if not paths_lib.isdir(root):
     raise FileNotFoundError(f"Audio folder {root!r} does not exist; the layout is "
                             f"{root}/<class>/*.wav (or {', '.join(AUDIO_EXTENSIONS[1:])}).")
-  classes = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
+  classes = sorted(c for c in paths_lib.listdir(root)
+                   if paths_lib.isdir(paths_lib.join(root, c)))
   files, labels = [], []
   for index, cls in enumerate(classes):
-    folder = os.path.join(root, cls)
-    for name in sorted(os.listdir(folder)):
+    folder = paths_lib.join(root, cls)
+    for name in sorted(paths_lib.listdir(folder)):
       if name.lower().endswith(AUDIO_EXTENSIONS):
-        files.append(os.path.join(folder, name))
+        files.append(paths_lib.join(folder, name))
         labels.append(index)
   if not files:
     raise FileNotFoundError(f"Audio folder {root!r} has no audio files "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import os
 from typing import Iterator
 
 import jax
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vicreg_jax import parallel, rng
+from vicreg_jax import parallel, paths, rng
 from vicreg_jax.data import audio_files, audio_views, spectrogram
 
 AUDIO_DATASETS = ("esc50", "folder")
@@ -62,9 +61,9 @@ def load_audio_split(config: ml_collections.ConfigDict, split: str
   if d.name != "folder":
     raise ValueError(f"--config.data.name={d.name!r} with data.source=audio; use one of "
                      f"{AUDIO_DATASETS}.")
-  split_dirs = [os.path.join(d.path, s) for s in SPLITS]
-  if all(os.path.isdir(p) for p in split_dirs):
-    return _load_folder(os.path.join(d.path, split), audio.sample_rate, samples)
+  split_dirs = [paths.join(d.path, s) for s in SPLITS]
+  if all(paths.isdir(p) for p in split_dirs):
+    return _load_folder(paths.join(d.path, split), audio.sample_rate, samples)
   clips, labels, classes = _load_folder(d.path, audio.sample_rate, samples)
   generator = np.random.default_rng(FOLDER_SPLIT_SEED)
   held_out = np.zeros(len(labels), bool)

@@ -7,13 +7,14 @@ only; pixels checked by :func:`check_pixels`) or a small tfds dataset (through :
 
 from __future__ import annotations
 
-import os
+import io
 import zipfile
 
 import ml_collections
 import numpy as np
 
 from vicreg_jax import config as config_lib
+from vicreg_jax import paths
 from vicreg_jax.data.augment import UINT8_MAX
 
 TFDS_IN_MEMORY = ("cifar10", "cifar100", "stl10")
@@ -96,11 +97,13 @@ def _open_npz(path: str):
   if not path:
     raise FileNotFoundError("data.name='npz' needs --config.data.path=<file.npz> with an "
                             f"{NPZ_IMAGES!r} array (and {NPZ_LABELS!r} for evaluation).")
-  if os.path.isdir(path):
+  if paths.isdir(path):
     raise ValueError(f"--config.data.path={path!r} is a directory; pass the .npz file "
                      f"itself (np.savez(path, {NPZ_IMAGES}=..., {NPZ_LABELS}=...)).")
-  if not os.path.exists(path):
+  if not paths.exists(path):
     raise FileNotFoundError(f"--config.data.path={path!r} does not exist; pass an .npz file.")
+  if paths.is_url(path):  # read whole into memory: np.load needs seeks
+    path = io.BytesIO(paths.read_bytes(path))
   if not zipfile.is_zipfile(path):
     raise ValueError(f"{path} is not an .npz archive; write one with np.savez(path, "
                      f"{NPZ_IMAGES}=..., {NPZ_LABELS}=...).")

@@ -13,6 +13,8 @@ import os
 
 import ml_collections
 
+from vicreg_jax import paths
+
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 # Trailers of complete files: JPEG end-of-image marker, PNG IEND chunk (+ CRC).
 COMPLETE_TAIL = {b"\xff\xd8\xff": (b"\xff\xd9", 2), b"\x89PNG": (b"IEND\xaeB`\x82", 8)}
@@ -20,7 +22,7 @@ COMPLETE_TAIL = {b"\xff\xd8\xff": (b"\xff\xd9", 2), b"\x89PNG": (b"IEND\xaeB`\x8
 
 def _is_complete_image(path: str) -> bool:
   """Image magic bytes at the start and, for JPEG/PNG, the end marker (catches truncation)."""
-  with open(path, "rb") as f:
+  with paths.open_file(path, "rb") as f:
     head = f.read(4)
     magic = next((m for m in IMAGE_MAGIC if head.startswith(m)), None)
     if magic is None:
@@ -41,19 +43,19 @@ def list_image_folder(root: str, missing_hint: str) -> tuple[list[str], list[int
   their indices agree). Raises FileNotFoundError, ending with ``missing_hint``, when
   ``root`` does not exist.
   """
-  if not os.path.isdir(root):
+  if not paths.isdir(root):
     raise FileNotFoundError(f"Image folder {root!r} does not exist; {missing_hint}")
-  classes = sorted(c for c in os.listdir(root) if os.path.isdir(os.path.join(root, c)))
+  classes = sorted(c for c in paths.listdir(root) if paths.isdir(paths.join(root, c)))
   if not classes:
-    flat = sum(_is_complete_image(os.path.join(root, name)) for name in os.listdir(root))
+    flat = sum(_is_complete_image(paths.join(root, name)) for name in paths.listdir(root))
     raise FileNotFoundError(f"Image folder {root!r} has {flat} images but no class "
                             f"sub-folders; the layout is {root}/<class>/*.jpg (one sub-folder "
                             "per class; for pretraining any one sub-folder will do).")
   files, labels, skipped = [], [], 0
   for index, cls in enumerate(classes):
-    folder = os.path.join(root, cls)
-    for name in sorted(os.listdir(folder)):
-      path = os.path.join(folder, name)
+    folder = paths.join(root, cls)
+    for name in sorted(paths.listdir(folder)):
+      path = paths.join(folder, name)
       if _is_complete_image(path):
         files.append(path)
         labels.append(index)
@@ -95,4 +97,6 @@ def split_folder(data: ml_collections.ConfigDict, split: str) -> str:
   (``root/train`` -> ``root/val``)."""
   if split == data.split:
     return data.path
+  if paths.is_url(data.path):
+    return paths.join(paths.dirname(data.path), split)
   return os.path.join(os.path.dirname(os.path.normpath(data.path)), split)

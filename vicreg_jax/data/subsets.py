@@ -12,6 +12,8 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
+from vicreg_jax import paths
+
 
 class Subset(NamedTuple):
   """Which training examples carry labels (semi-supervised protocols).
@@ -27,10 +29,10 @@ class Subset(NamedTuple):
 def read_subset_file(path: str) -> frozenset[str]:
   """Example ids, one per line (blank lines ignored); SimCLR's ``1percent.txt`` format."""
   try:
-    with open(path, encoding="utf-8") as f:
-      ids = frozenset(line.strip() for line in f if line.strip())
+    ids = frozenset(line.strip() for line in paths.read_text(path).splitlines()
+                    if line.strip())
   except OSError as err:
-    raise FileNotFoundError(f"Subset file {path!r} cannot be read ({err.strerror}); pass "
+    raise FileNotFoundError(f"Subset file {path!r} cannot be read ({err.strerror or err}); pass "
                             "--config.eval.finetune.subset_file=<file of image ids> or set "
                             "it to '' and use subset_fraction.") from err
   if not ids:

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vicreg_jax import parallel
+from vicreg_jax import parallel, paths
 from vicreg_jax.data.augment import UINT8_MAX
 from vicreg_jax.data.folders import list_image_files, list_labelled_files, split_folder
 from vicreg_jax.data.geometry import CROP_ATTEMPTS, check_transform
@@ -95,11 +95,26 @@ class Shard(NamedTuple):
   where: str
 
 
+def _file_reader(root: str) -> Callable[[Any], Any]:
+  """tf.string path -> the file's bytes: ``tf.io.read_file`` for a local folder, the
+  ``paths`` helpers for a bucket (TensorFlow's own file systems do not read ``s3://``, nor
+  honour the emulator settings of ``gs://``)."""
+  if not paths.is_url(root):
+    return tf.io.read_file
+
+  def read(path):
+    contents = tf.py_function(lambda p: paths.read_bytes(p.numpy().decode()), [path],
+                              tf.string)
+    contents.set_shape([])
+    return contents
+  return read
+
+
 def _folder_shard(data: ml_collections.ConfigDict, process_index: int,
                   process_count: int) -> Shard:
   files = list_image_files(data.path, process_index, process_count)
   # File names are small: shuffle them all each epoch (folders are sorted by class).
-  return Shard(tf.data.Dataset.from_tensor_slices(files), tf.io.read_file, len(files),
+  return Shard(tf.data.Dataset.from_tensor_slices(files), _file_reader(data.path), len(files),
                len(files), data.path)
 
 
@@ -411,12 +426,12 @@ class StreamingLabelledSource:
     if data.source == "folder":
       self._where = split_folder(data, split)
       files, labels, classes = list_labelled_files(self._where)
-      keep = select_indices([os.path.basename(f) for f in files], subset)
+      keep = select_indices([paths.basename(f) for f in files], subset)
       files, labels = [files[i] for i in keep], [labels[i] for i in keep]
       self.num_examples = len(files)
       self.num_classes = num_classes or len(classes)
       self._records = tf.data.Dataset.from_tensor_slices((files[pi::pc], labels[pi::pc]))
-      self._read = tf.io.read_file
+      self._read = _file_reader(self._where)
       self._count = len(files[pi::pc])
       self._shuffle_buffer = max(self._count, 1)
       counts = [len(files[i::pc]) for i in range(pc)]

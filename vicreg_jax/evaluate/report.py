@@ -10,12 +10,11 @@ on features extracted once). Results are printed as a table and written to
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import ml_collections
 
-from vicreg_jax import models
+from vicreg_jax import models, paths
 from vicreg_jax.evaluate import run
 
 EVAL_FILE = "eval.json"
@@ -48,6 +47,5 @@ def compare_with_random_init(config: ml_collections.ConfigDict, workdir: str,
     for name, r in rows.items():
       print(f"{name:>18} {r['knn_top1']:>9.1f}% {r['linear_top1']:>12.1f}% "
             f"{r['linear_best_top1']:>12.1f}%")
-    with open(os.path.join(workdir, EVAL_FILE), "w", encoding="utf-8") as f:
-      json.dump(rows, f, indent=2)
+    paths.write_text(paths.join(workdir, EVAL_FILE), json.dumps(rows, indent=2))
   return rows

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from typing import Callable, NamedTuple
 
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vicreg_jax import checkpoint, export, models, parallel
+from vicreg_jax import checkpoint, export, models, parallel, paths
 from vicreg_jax import workdir as workdir_lib
 from vicreg_jax import config as config_lib
 from vicreg_jax.evaluate import classifier, features, knn, linear, sources
@@ -177,8 +176,8 @@ class EpochLog:
           f"top-1 {record['top1']:.2f}%  top-5 {record['top5']:.2f}%  (best {best:.2f}%)  "
           f"{per_epoch:.1f} s/epoch  ETA {(self._epochs - epoch) * per_epoch / 60:.1f} min",
           flush=True)
-    with open(self._path, "w" if epoch == 1 else "a", encoding="utf-8") as f:
-      f.write(json.dumps(record) + "\n")
+    (paths.write_text if epoch == 1 else paths.append_text)(self._path,
+                                                             json.dumps(record) + "\n")
 
 
 def check_result_settings(out_dir: str, name: str, settings: dict) -> None:
@@ -187,14 +186,14 @@ def check_result_settings(out_dir: str, name: str, settings: dict) -> None:
   Raises:
     IncompatibleCheckpointError naming the settings that differ and what to delete.
   """
-  path = os.path.join(out_dir, f"{name}.json")
-  if not os.path.exists(path):
+  path = paths.join(out_dir, f"{name}.json")
+  if not paths.exists(path):
     return
-  with open(path, encoding="utf-8") as f:
-    changes = checkpoint.settings_changes(json.load(f).get("settings", {}), settings)
+  changes = checkpoint.settings_changes(
+      json.loads(paths.read_text(path)).get("settings", {}), settings)
   if changes:
-    state = os.path.join(out_dir, f"{name}_state")
-    delete = path + (f" and {state}" if os.path.exists(state) else "")
+    state = paths.join(out_dir, f"{name}_state")
+    delete = path + (f" and {state}" if paths.exists(state) else "")
     raise checkpoint.IncompatibleCheckpointError(
         f"{path} holds a result made with other settings (" + "; ".join(changes)
         + f"); delete {delete} to recompute, or pass --output_dir to keep both.")
@@ -221,7 +220,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
   unknown = sorted(set(protocols) - set(PROTOCOLS))
   if unknown or not protocols:
     raise ValueError(f"Unknown protocol(s) {unknown or protocols}; choose from {PROTOCOLS}.")
-  out_dir = output_dir or os.path.join(workdir, EVAL_DIR)
+  out_dir = output_dir or paths.join(workdir, EVAL_DIR)
   workdir_lib.check_writable(out_dir, "--output_dir")
   if config.data.source == "audio" and "finetune" in protocols:
     raise ValueError("Fine-tuning is not available for data.source=audio; use "
@@ -236,7 +235,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
   for protocol in protocols:
     if protocol != "knn":
       check_result_settings(out_dir, protocol + suffix, settings)
-  os.makedirs(out_dir, exist_ok=True)
+  paths.makedirs(out_dir)
   results = {}
   for protocol in protocols:
     name = protocol + suffix
@@ -244,12 +243,12 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
     if protocol == "knn":
       result = run_knn(config, mesh, backbone, variables)
     else:
-      log = EpochLog(name, os.path.join(out_dir, f"{name}.jsonl"), config.eval[protocol].epochs)
+      log = EpochLog(name, paths.join(out_dir, f"{name}.jsonl"), config.eval[protocol].epochs)
       if protocol == "linear" and (config.eval.linear.on_features
                                    or config.data.source == "audio"):  # no state: seconds
         result = run_linear(config, mesh, backbone, variables, on_epoch=log)
       else:
-        saver = checkpoint.EpochCheckpointer(os.path.join(out_dir, f"{name}_state"), settings)
+        saver = checkpoint.EpochCheckpointer(paths.join(out_dir, f"{name}_state"), settings)
         try:
           if protocol == "linear":
             result = run_linear(config, mesh, backbone, variables, checkpointer=saver,
@@ -257,7 +256,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
           else:
             result = run_finetune(config, mesh, backbone, variables, checkpointer=saver,
                                   on_epoch=log, model_config=model_config,
-                                  export_dir=os.path.join(out_dir, f"{name}_export"))
+                                  export_dir=paths.join(out_dir, f"{name}_export"))
         finally:
           saver.close()
     record = {"protocol": protocol, "encoder": "random init" if random_init else "pretrained",
@@ -265,9 +264,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str, protocols:
               "result": result, "settings": settings}
     results[name] = result
     if jax.process_index() == 0:
-      with open(os.path.join(out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
+      paths.write_text(paths.join(out_dir, f"{name}.json"), json.dumps(record, indent=2))
       print(f"{name}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%"
             + (f"  (best top-1 {result['best_top1']:.2f}%)" if "best_top1" in result else "")
-            + f"  -> {os.path.join(out_dir, name + '.json')}", flush=True)
+            + f"  -> {paths.join(out_dir, name + '.json')}", flush=True)
   return results

@@ -28,7 +28,7 @@ import jax
 import ml_collections
 from flax import serialization
 
-from vicreg_jax import checkpoint, interop, models
+from vicreg_jax import checkpoint, interop, models, paths
 
 EXPORT_DIR = "export"
 EXPORT_DIR_B = "export_b"  # branch b's backbone, when the branches differ (audio: log-mel)
@@ -40,12 +40,12 @@ def export_backbone(variables: dict, model_config: ml_collections.ConfigDict, ou
   backbone_vars = jax.device_get(models.backbone_variables(variables, branch))
   if jax.process_index() != 0:
     return out_dir
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "backbone.msgpack"), "wb") as f:
+  paths.makedirs(out_dir)
+  with paths.open_file(paths.join(out_dir, "backbone.msgpack"), "wb") as f:
     f.write(serialization.to_bytes(backbone_vars))
   interop.save_safetensors(interop.flax_to_torch(backbone_vars),
-                           os.path.join(out_dir, "backbone.safetensors"))
-  with open(os.path.join(out_dir, "backbone.json"), "w", encoding="utf-8") as f:
+                           paths.join(out_dir, "backbone.safetensors"))
+  with paths.open_file(paths.join(out_dir, "backbone.json"), "w") as f:
     json.dump({"model": model_config.to_dict(), "step": step, "branch": branch,
                "in_channels": models.in_channels(backbone_vars)},
               f, indent=2)
@@ -54,13 +54,12 @@ def export_backbone(variables: dict, model_config: ml_collections.ConfigDict, ou
 
 def load_exported(out_dir: str) -> tuple[models.ResNet, dict]:
   """Rebuilds the backbone module and its variables from an export folder."""
-  with open(os.path.join(out_dir, "backbone.json"), encoding="utf-8") as f:
-    meta = json.load(f)
+  meta = json.loads(paths.read_text(paths.join(out_dir, "backbone.json")))
   model_config = ml_collections.ConfigDict(meta["model"])
   backbone = models.create_backbone(model_config, meta["branch"])
   template = jax.device_get(interop.template_variables(backbone, meta.get("in_channels", 3)))
-  with open(os.path.join(out_dir, "backbone.msgpack"), "rb") as f:
-    variables = serialization.from_bytes(template, f.read())
+  variables = serialization.from_bytes(
+      template, paths.read_bytes(paths.join(out_dir, "backbone.msgpack")))
   return backbone, variables
 
 

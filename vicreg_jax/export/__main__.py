@@ -15,7 +15,7 @@ import os
 import ml_collections
 from absl import flags
 
-from vicreg_jax import cli, models, parallel
+from vicreg_jax import cli, models, parallel, paths
 from vicreg_jax import config as config_lib
 from vicreg_jax import export
 
@@ -65,7 +65,7 @@ def run() -> None:
       return
     written = export.import_weights(FLAGS.import_weights, config.model, FLAGS.out)
   else:
-    out_dir = FLAGS.out or os.path.join(FLAGS.workdir, export.EXPORT_DIR)
+    out_dir = FLAGS.out or paths.join(FLAGS.workdir, export.EXPORT_DIR)
     written = export.export_from_workdir(FLAGS.workdir, FLAGS.step, out_dir, FLAGS.branch,
                                          parallel.make_mesh())
   print(f"Wrote backbone.msgpack, backbone.safetensors and backbone.json to {written}")
