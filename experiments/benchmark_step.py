@@ -9,21 +9,13 @@ The step is the one pretraining runs (device-side augmentation of both views, tw
 passes with per-view BatchNorm, float32 VICReg loss, LARS), on uint8 view pairs already on
 the devices, so the input pipeline is excluded. Reports compile seconds, median step ms,
 view pairs/s, peak device memory and, separately, the share of the on-device augmentation.
-On CPU it applies ``vicreg_jax.cpu_flags`` as the CLI does (``VICREG_JAX_CPU_XLA_FLAGS=none``
-for XLA's defaults).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-from vicreg_jax import cpu_flags
-
-APPLIED_FLAGS = cpu_flags.apply_cpu_xla_flags()  # before JAX starts: as the CLI does
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import numpy as np
 
@@ -83,8 +75,7 @@ def main() -> None:
   aug_ms = median_ms(lambda: aug(key, batch["view_a"], batch["view_b"]), args.steps)
 
   print(f"backend {jax.default_backend()}  device {jax.devices()[0].device_kind} x "
-        f"{mesh.devices.size}  jax {jax.__version__}  XLA_FLAGS "
-        f"{os.environ.get('XLA_FLAGS', '') or '(none)'} [{APPLIED_FLAGS.source}]")
+        f"{mesh.devices.size}  jax {jax.__version__}")
   header = (f"{'arch':>10} {'expander':>16} {'dtype':>9} {'batch/dev':>9} {'px':>4} "
             f"{'compile s':>9} {'step ms':>9} {'pairs/s':>9} {'peak GB':>8} {'aug %':>6}")
   print(header)

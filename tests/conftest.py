@@ -1,7 +1,6 @@
 """Test set-up and shared helpers: 8 simulated CPU devices, one compilation cache, tiny runs.
 
-The devices and the CPU XLA options (:mod:`vicreg_jax.cpu_flags`) are set before JAX
-initialises a backend. One persistent compilation cache
+The devices are set before JAX initialises a backend. One persistent compilation cache
 (per test session, shared by the xdist workers) serves the in-process tests and every CLI subprocess, so repeated runs of
 the same program (resume tests, exports, evaluations) skip XLA compilation.
 """
@@ -16,12 +15,6 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-from vicreg_jax import cpu_flags  # noqa: E402  (does not start JAX)
-
-# The CLI's CPU XLA options (unless XLA_FLAGS is set): the tests run what users run, faster.
-# Set here, the CLI subprocesses inherit them.
-cpu_flags.apply_cpu_xla_flags()
 
 import jax  # noqa: E402
 

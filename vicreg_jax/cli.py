@@ -4,8 +4,7 @@
 :mod:`vicreg_jax.signals`; a flag that cannot be parsed (unknown ``--config.*`` key, missing
 recipe file, bad value) and any of ``USER_ERRORS`` raised by ``main`` print one line
 ``error: ...`` and exit with status 1 (2 for flag errors); ``--help`` exits 0. Anything
-else is a bug and keeps its traceback. Before JAX starts, the CPU XLA options of
-:mod:`vicreg_jax.cpu_flags` are applied.
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Callable
 from absl import app, flags
 from absl import logging as absl_logging
 
-from vicreg_jax import cpu_flags, signals
+from vicreg_jax import signals
 from vicreg_jax import workdir as workdir_lib
 
 # Errors that carry a message for the user (what is wrong and what to do).
@@ -102,10 +101,8 @@ def run(main: Callable[[], None]) -> None:
   """Runs ``main()`` like ``absl.app.run`` (see the module docstring).
 
   Positional arguments are refused, and Orbax's INFO logs (every checkpoint phase, through
-  absl) are kept off the console. On CPU, :mod:`vicreg_jax.cpu_flags` sets its XLA options
-  first (unless ``XLA_FLAGS`` is yours or ``$VICREG_JAX_CPU_XLA_FLAGS=none``).
+  absl) are kept off the console.
   """
-  cpu_flags.apply_cpu_xla_flags()
   signals.install()
 
   def guarded(argv):
