@@ -1,4 +1,4 @@
-"""The joint-embedding VICReg model: two branches (shared or separate), each view on its own.
+"""The joint-embedding VICReg model: two branches (shared or separate), BatchNorm per view.
 
 Parameter tree (``variables["params"]`` and ``variables["batch_stats"]``):
 
