@@ -56,6 +56,7 @@ def test_unknown_variant_is_rejected():
     ("num_train_steps", -1, "num_train_steps"),
     ("model.base_width", 0, "base_width"),
     ("model.width_multiplier", 0, "width_multiplier"),
+    ("model.view_batching", "always", "model.view_batching"),
     ("loss.std_coeff", -25.0, "std_coeff"),
     ("loss.eps", 0.0, "loss.eps"),
     ("eval.linear.lr", 0.0, "eval.linear.lr"),

@@ -209,6 +209,13 @@ def base_config() -> ml_collections.ConfigDict:
           spatial_dims=ml_collections.config_dict.placeholder(int),
       )),
       dtype="bfloat16",           # compute dtype; parameters stay float32
+      # How the two views go through shared branches; BatchNorm statistics are per view
+      # either way (running averages updated once per view, as the official code).
+      # "one_pass": both views stacked into one batch of 2n (one set of kernels, the same
+      # numbers to float rounding; needs shared branches and views of one shape);
+      # "two_pass": each view in its own pass, as the official code; "auto": one pass where
+      # it applies, two passes for separate branches or views of different shapes.
+      view_batching="auto",
       # > 0: online linear probe with this many classes on stop-gradient representations
       # of view a, trained alongside (BYOL's monitor); the batches must carry labels.
       online_probe_classes=0,
@@ -409,6 +416,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.checkpoint.every_steps > 0 and c.checkpoint.max_to_keep > 0,
            "--config.checkpoint.every_steps and --config.checkpoint.max_to_keep must be > 0.")
   _require(c.log_every_steps > 0, "--config.log_every_steps must be > 0.")
+  _require(c.model.view_batching in ("auto", "one_pass", "two_pass"),
+           f"--config.model.view_batching={c.model.view_batching!r}; use 'auto', 'one_pass' "
+           "or 'two_pass'.")
+  _require(c.model.view_batching != "one_pass" or c.model.shared_branches,
+           "--config.model.view_batching=one_pass stacks both views through one shared "
+           "branch; with --config.model.shared_branches=False use auto or two_pass.")
   _require(c.model.online_probe_classes >= 0,
            "--config.model.online_probe_classes must be >= 0 (0 = no online probe).")
   _require(not c.model.online_probe_classes or c.data.source in ("memory", "synthetic"),

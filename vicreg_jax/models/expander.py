@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vicreg_jax.models.batchnorm import batch_norm
 from vicreg_jax.models.resnet import BN_EPSILON, BN_MOMENTUM
 
 # PyTorch nn.Linear weight init (kaiming_uniform with a=sqrt(5)) = U(+-1/sqrt(fan_in)).
@@ -53,8 +54,12 @@ class Expander(nn.Module):
   bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
-    """x: [n, representation_dim] -> f32[n, last width of ``spec``]."""
+  def __call__(self, x, *, train: bool, views: int = 1):
+    """x: [n, representation_dim] -> f32[n, last width of ``spec``].
+
+    ``views`` > 1: x stacks that many views view-minor and each BatchNorm normalises each
+    view with its own statistics (as :meth:`ResNet.__call__`).
+    """
     widths = parse_spec(self.spec)
     x = jnp.asarray(x, self.dtype)
     for i, width in enumerate(widths):
@@ -63,8 +68,7 @@ class Expander(nn.Module):
                    kernel_init=torch_linear_kernel_init,
                    bias_init=torch_linear_bias_init(x.shape[-1]), name=f"linear{i}")(x)
       if not last:
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                         epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.bn_axis_name,
-                         name=f"bn{i}")(x)
+        x = batch_norm(views, train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                       dtype=self.dtype, axis_name=self.bn_axis_name, name=f"bn{i}")(x)
         x = nn.relu(x)
     return x.astype(jnp.float32)

@@ -17,6 +17,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vicreg_jax.models.batchnorm import batch_norm
+
 # Blocks per stage of each official depth (He et al. 2016, Table 1).
 STAGE_SIZES = {
     "resnet18": (2, 2, 2, 2),
@@ -50,11 +52,13 @@ def representation_dim(arch: str, width_multiplier: int = 1, base_width: int = 6
 class _Layers:
   """Conv+BN and pooling for ``spatial_dims``-D inputs with PyTorch's explicit padding."""
 
-  def __init__(self, spatial_dims: int, dtype, train: bool, bn_axis_name: str | None):
+  def __init__(self, spatial_dims: int, dtype, train: bool, bn_axis_name: str | None,
+               views: int):
     self.d = spatial_dims
     self.dtype = dtype
     self.train = train
     self.bn_axis_name = bn_axis_name
+    self.views = views
 
   def conv_bn(self, x, features: int, kernel: int, stride: int, conv_name: str, bn_name: str,
               zero_scale: bool = False):
@@ -63,10 +67,10 @@ class _Layers:
     x = nn.Conv(features, (kernel,) * self.d, (stride,) * self.d,
                 padding=((pad, pad),) * self.d, use_bias=False, dtype=self.dtype,
                 kernel_init=conv_init, name=conv_name)(x)
-    return nn.BatchNorm(use_running_average=not self.train, momentum=BN_MOMENTUM,
-                        epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.bn_axis_name,
-                        scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
-                        name=bn_name)(x)
+    return batch_norm(self.views, self.train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                      dtype=self.dtype, axis_name=self.bn_axis_name,
+                      scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
+                      name=bn_name)(x)
 
   def max_pool(self, x):
     return nn.max_pool(x, (3,) * self.d, (2,) * self.d, padding=((1, 1),) * self.d)
@@ -114,9 +118,14 @@ class ResNet(nn.Module):
   bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
-    """x: [n, h, w, c] (or [n, t, c] when 1-D), any channels -> f32[n, representation_dim]."""
-    layers = _Layers(self.spatial_dims, self.dtype, train, self.bn_axis_name)
+  def __call__(self, x, *, train: bool, views: int = 1):
+    """x: [n, h, w, c] (or [n, t, c] when 1-D), any channels -> f32[n, representation_dim].
+
+    ``views`` > 1: x stacks that many views view-minor (row ``views * i + v`` is example
+    ``i`` of view ``v``) and every BatchNorm normalises each view with its own statistics,
+    as separate calls would (:mod:`vicreg_jax.models.batchnorm`).
+    """
+    layers = _Layers(self.spatial_dims, self.dtype, train, self.bn_axis_name, views)
     width = self.base_width * self.width_multiplier
     x = jnp.asarray(x, self.dtype)
     if self.small_stem:

@@ -1,4 +1,4 @@
-"""The joint-embedding VICReg model: two branches (shared or separate), each view on its own.
+"""The joint-embedding VICReg model: two branches (shared or separate), BatchNorm per view.
 
 Parameter tree (``variables["params"]`` and ``variables["batch_stats"]``):
 
@@ -15,8 +15,14 @@ With ``config.model.online_probe_classes`` > 0, ``params["online_probe"]`` (``ke
 ``bias``) is the online linear probe; :func:`backbone_variables` (and so export and the
 evaluations) never include it, and with 0 classes the tree is exactly the one above.
 
-Each view is a separate forward pass, so BatchNorm statistics are per view and the running
-averages update once per view (twice per step when shared), as in the official code.
+BatchNorm statistics are per view and the running averages update once per view (twice per
+step when shared), as in the official code, which runs each view in its own forward pass.
+``view_batching`` chooses how: ``"two_pass"`` runs each view through its branch in its own
+pass; ``"one_pass"`` stacks the two views of shared branches into one batch of 2n (view-minor:
+row 2i + v is example i of view v, so a data-sharded batch stays on its devices) with
+:class:`~vicreg_jax.models.batchnorm.PerViewBatchNorm` in every BatchNorm, one set of kernels
+for the same numbers (to float rounding); ``"auto"`` is one pass wherever it applies (shared
+branches, views of one shape and dtype) and two passes otherwise.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from vicreg_jax.models.resnet import ResNet, resnet
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 BACKBONE_KEYS = ("arch", "width_multiplier", "base_width", "small_stem", "spatial_dims")
 BRANCHES = ("a", "b")
+VIEW_BATCHING = ("auto", "one_pass", "two_pass")
 
 
 def _check_branch(branch: str) -> None:
@@ -50,12 +57,14 @@ class VICReg(nn.Module):
     probe_classes: > 0 adds the online probe ``online_probe``, a float32 linear layer on the
       stop-gradient representations of view a (Flax's default init: LeCun-normal kernel,
       zero bias; BYOL's monitor, it only reads the encoder).
+    view_batching: ``"auto"``, ``"one_pass"`` or ``"two_pass"`` (module docstring).
   """
   backbone: ResNet
   expander: Expander
   backbone_b: ResNet | None = None
   expander_b: Expander | None = None
   probe_classes: int = 0
+  view_batching: str = "auto"
 
   def setup(self):
     if self.probe_classes:
@@ -67,8 +76,28 @@ class VICReg(nn.Module):
       return self.backbone_b, self.expander_b
     return self.backbone, self.expander
 
+  def one_pass(self, view_a, view_b) -> bool:
+    """Whether :meth:`__call__` runs both views in one pass (ValueError when
+    ``view_batching="one_pass"`` cannot apply)."""
+    if self.view_batching not in VIEW_BATCHING:
+      raise ValueError(f"view_batching must be one of {VIEW_BATCHING}; "
+                       f"got {self.view_batching!r}.")
+    if self.view_batching == "two_pass":
+      return False
+    reasons = []
+    if self.backbone_b is not None:
+      reasons.append("the branches are separate (shared_branches=False)")
+    if (view_a.shape, view_a.dtype) != (view_b.shape, view_b.dtype):
+      reasons.append(f"the views differ ({view_a.dtype}{list(view_a.shape)} vs "
+                     f"{view_b.dtype}{list(view_b.shape)})")
+    if reasons and self.view_batching == "one_pass":
+      raise ValueError(f"view_batching='one_pass' needs shared branches and views of one "
+                       f"shape and dtype, but {' and '.join(reasons)}; set "
+                       "--config.model.view_batching=auto (or two_pass).")
+    return not reasons
+
   def __call__(self, view_a, view_b, *, train: bool) -> dict[str, jnp.ndarray]:
-    """Both views, each through its branch in its own pass.
+    """Both views through their branches, in one pass or two (``view_batching``).
 
     Args:
       view_a: [n, h, w, c] (or [n, t, c] for a 1-D branch a).
@@ -80,11 +109,22 @@ class VICReg(nn.Module):
       ``probe_logits``: f32[n, probe_classes], only with the online probe.
     """
     out = {}
-    for branch, view in zip(BRANCHES, (view_a, view_b)):
-      backbone, expander = self._branch(branch)
-      representation = backbone(view, train=train)
-      out[f"representation_{branch}"] = representation
-      out[f"embedding_{branch}"] = expander(representation, train=train)
+    if self.one_pass(view_a, view_b):
+      views = len(BRANCHES)
+      stacked = jnp.stack([view_a, view_b], axis=1)  # [n, 2, ...]: view-minor rows
+      representation = self.backbone(stacked.reshape((-1,) + view_a.shape[1:]), train=train,
+                                     views=views)
+      embedding = self.expander(representation, train=train, views=views)
+      for name, value in (("representation", representation), ("embedding", embedding)):
+        per_view = value.reshape((-1, views) + value.shape[1:])
+        for v, branch in enumerate(BRANCHES):
+          out[f"{name}_{branch}"] = per_view[:, v]
+    else:
+      for branch, view in zip(BRANCHES, (view_a, view_b)):
+        backbone, expander = self._branch(branch)
+        representation = backbone(view, train=train)
+        out[f"representation_{branch}"] = representation
+        out[f"embedding_{branch}"] = expander(representation, train=train)
     if self.probe_classes:
       # Stop-gradient: the probe learns from the encoder but never changes it.
       features = jax.lax.stop_gradient(out["representation_a"].astype(jnp.float32))
@@ -140,12 +180,25 @@ def create_backbone(model_config: ml_collections.ConfigDict, branch: str = "a") 
   return resnet(**backbone_options(model_config, branch), dtype=_dtype(model_config))
 
 
+def view_batching(model_config: ml_collections.ConfigDict) -> str:
+  """``config.model.view_batching`` ("auto" for configs saved before the option existed);
+  ValueError for an unknown value, or for "one_pass" with separate branches."""
+  mode = model_config.get("view_batching", "auto")
+  if mode not in VIEW_BATCHING:
+    raise ValueError(f"--config.model.view_batching={mode!r}; use one of {VIEW_BATCHING}.")
+  if mode == "one_pass" and not model_config.shared_branches:
+    raise ValueError("--config.model.view_batching=one_pass needs shared branches; with "
+                     "--config.model.shared_branches=False use auto or two_pass.")
+  return mode
+
+
 def create_model(model_config: ml_collections.ConfigDict) -> VICReg:
   """The VICReg module described by ``config.model``."""
   dtype = _dtype(model_config)
   branch_a = dict(backbone=create_backbone(model_config, "a"),
                   expander=Expander(model_config.expander, dtype=dtype),
-                  probe_classes=model_config.get("online_probe_classes", 0))
+                  probe_classes=model_config.get("online_probe_classes", 0),
+                  view_batching=view_batching(model_config))
   if model_config.shared_branches:
     return VICReg(**branch_a)
   return VICReg(**branch_a, backbone_b=create_backbone(model_config, "b"),
