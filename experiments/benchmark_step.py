@@ -4,6 +4,7 @@ Usage:
   python experiments/benchmark_step.py                                   # ImageNet ResNet-50
   python experiments/benchmark_step.py --batch_per_device 256 --steps 30
   python experiments/benchmark_step.py --config configs/demo.py --batch_per_device 32
+  python experiments/benchmark_step.py --config configs/demo.py --small_map_convs_as_convs
 
 The step is the one pretraining runs (device-side augmentation of both views, two forward
 passes with per-view BatchNorm, float32 VICReg loss, LARS), on uint8 view pairs already on
@@ -19,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from timing import median_ms, peak_memory_gb
+from timing import median_ms, peak_memory_gb, use_nn_conv_on_small_maps
 from vicreg_jax import models, optim, parallel, train
 from vicreg_jax.config import load_config_file
 from vicreg_jax.data import augment
@@ -36,7 +37,12 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--shard_optimizer_state", action="store_true",
                       help="set config.parallel.shard_optimizer_state (ZeRO stage 1)")
+  parser.add_argument("--small_map_convs_as_convs", action="store_true",
+                      help="nn.Conv also on maps smaller than the kernel (undo the model's "
+                           "slices + dot, to measure it)")
   args = parser.parse_args()
+  if args.small_map_convs_as_convs:
+    use_nn_conv_on_small_maps()
 
   config = load_config_file(args.config)
   for key, value in (("arch", args.arch), ("expander", args.expander), ("dtype", args.dtype)):
@@ -79,7 +85,8 @@ def main() -> None:
   aug_ms = median_ms(lambda: aug(key, batch["view_a"], batch["view_b"]), args.steps)
 
   print(f"backend {jax.default_backend()}  device {jax.devices()[0].device_kind} x "
-        f"{mesh.devices.size}  jax {jax.__version__}")
+        f"{mesh.devices.size}  jax {jax.__version__}  convs on maps under the kernel: "
+        f"{'nn.Conv' if args.small_map_convs_as_convs else 'slices + dot'}")
   header = (f"{'arch':>10} {'expander':>16} {'dtype':>9} {'batch/dev':>9} {'px':>4} "
             f"{'compile s':>9} {'step ms':>9} {'pairs/s':>9} {'peak GB':>8} {'aug %':>6}")
   print(header)
