@@ -7,6 +7,7 @@ Usage:
   python experiments/benchmark_step.py --view_batching one_pass          # one row
   python experiments/benchmark_step.py --arch resnet50 --expander 2048-2048-2048 \
       --dtype float32 --image_size 64 --batch_per_device 32 --steps 3      # a CPU
+  python experiments/benchmark_step.py --config configs/demo.py --small_map_convs_as_convs
 
 The step is the one pretraining runs (device-side augmentation of both views, both views
 through the network with per-view BatchNorm, float32 VICReg loss, LARS), on uint8 view pairs
@@ -30,7 +31,7 @@ import time
 import jax
 import numpy as np
 
-from timing import median_ms, peak_memory_gb
+from timing import median_ms, peak_memory_gb, use_nn_conv_on_small_maps
 from vicreg_jax import models, optim, parallel, train
 from vicreg_jax.config import load_config_file
 from vicreg_jax.data import augment
@@ -52,8 +53,13 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
   parser.add_argument("--shard_optimizer_state", action="store_true",
                       help="set config.parallel.shard_optimizer_state (ZeRO stage 1)")
+  parser.add_argument("--small_map_convs_as_convs", action="store_true",
+                      help="nn.Conv also on maps smaller than the kernel (undo the model's "
+                           "slices + dot, to measure it)")
   args = parser.parse_args()
   modes = args.view_batching.split(",")
+  if args.small_map_convs_as_convs:
+    use_nn_conv_on_small_maps()
 
   config = load_config_file(args.config)
   for key, value in (("arch", args.arch), ("expander", args.expander), ("dtype", args.dtype)):
@@ -86,7 +92,8 @@ def main() -> None:
 
   print(f"backend {jax.default_backend()}  device {jax.devices()[0].device_kind} x "
         f"{mesh.devices.size}  jax {jax.__version__}  load average "
-        f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
+        f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after  convs on maps under the "
+        f"kernel: {'nn.Conv' if args.small_map_convs_as_convs else 'slices + dot'}")
   header = (f"{'arch':>10} {'expander':>16} {'dtype':>9} {'batch/dev':>9} {'px':>4} "
             f"{'views':>9} {'compile s':>9} {'step ms':>9} {'min-max ms':>15} {'pairs/s':>9} "
             f"{'peak GB':>8} {'temp GB':>8} {'aug %':>6}")

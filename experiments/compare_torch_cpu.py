@@ -5,7 +5,7 @@ Usage (from the repository root, torch installed: ``pip install -e '.[test]'``):
   python experiments/compare_torch_cpu.py --rounds 6 --arch resnet18 --image_size 32
   python experiments/compare_torch_cpu.py --parts                 # + forward/backward by part
   XLA_FLAGS=--xla_disable_hlo_passes=algsimp python experiments/compare_torch_cpu.py
-  python experiments/compare_torch_cpu.py --small_map_convs_as_dots   # the model-side fix
+  python experiments/compare_torch_cpu.py --small_map_convs_as_convs  # without the model fix
 
 Both sides: the same architecture (official ``resnet.py`` layout), expander, batch of view
 pairs, resolution, float32, two forward passes with per-view BatchNorm, the official loss and
@@ -17,33 +17,30 @@ The rounds alternate ours / PyTorch so both see the same machine load; each roun
 seconds per step of both, their ratio and the 1-minute load average.
 
 XLA options come from ``XLA_FLAGS`` as for any JAX program; the table names those in
-effect. ``XLA_FLAGS=--xla_disable_hlo_passes=algsimp`` is the option that matters here
-(``experiments/README.md``: XLA:CPU swaps the operands of the 3x3 convolutions on ResNet-50's
-2x2 last-stage maps at 64 px into a slow loop).
+effect. XLA:CPU swaps the operands of 3x3 convolutions on maps smaller than the kernel
+(ResNet-50's 2x2 last stage at 64 px) into a slow loop (``experiments/README.md``); the model
+computes those as shifted slices + one dot (``vicreg_jax/models/small_map_conv.py``).
+``--small_map_convs_as_convs`` undoes that to measure it, and
+``XLA_FLAGS=--xla_disable_hlo_passes=algsimp`` is the XLA-side alternative.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import statistics
 import time
-from typing import Any
 
-import flax.linen as nn_flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 from torch import nn
 
+from timing import use_nn_conv_on_small_maps
 from torch_reference import CASES, TorchResNet
 from vicreg_jax import losses, models, optim, parallel, train
 from vicreg_jax.config import load_config_file
-
-resnet_lib = importlib.import_module("vicreg_jax.models.resnet")  # the name is also a function
-
 
 def torch_expander(spec: str, in_dim: int) -> nn.Sequential:
   """The official ``Projector``: (Linear, BatchNorm1d, ReLU) x (k-1), then Linear without bias."""
@@ -131,41 +128,6 @@ class TorchStep:
     loss.backward()
     self.opt.step()
     return loss.item()
-
-
-class SliceDotConv(nn_flax.Module):
-  """A bias-free 3x3 stride-1 ``nn.Conv`` with padding 1 (same ``kernel`` parameter) as nine
-  shifted slices and one dot: what XLA:CPU runs fast on maps smaller than the kernel."""
-  features: int
-  dtype: Any
-
-  @nn_flax.compact
-  def __call__(self, x):
-    kernel = self.param("kernel", resnet_lib.conv_init, (3, 3, x.shape[-1], self.features))
-    x = jnp.asarray(x, self.dtype)
-    h, w = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    patches = jnp.stack([xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], axis=3)
-    return jnp.einsum("nhwkc,kcd->nhwd", patches,
-                      kernel.reshape(9, x.shape[-1], self.features).astype(self.dtype))
-
-
-def patch_small_map_convs() -> None:
-  """Experiment only: 3x3 stride-1 convs on maps under 3x3 as :class:`SliceDotConv` (a
-  model-code change would be needed to do this in training; same parameters and values)."""
-  original = resnet_lib._Layers.conv_bn  # pylint: disable=protected-access
-
-  def conv_bn(self, x, features, kernel, stride, conv_name, bn_name, zero_scale=False):
-    if not (self.d == 2 and kernel == 3 and stride == 1 and max(x.shape[1:3]) < kernel):
-      return original(self, x, features, kernel, stride, conv_name, bn_name, zero_scale)
-    x = SliceDotConv(features, self.dtype, name=conv_name)(x)
-    return nn_flax.BatchNorm(
-        use_running_average=not self.train, momentum=resnet_lib.BN_MOMENTUM,
-        epsilon=resnet_lib.BN_EPSILON, dtype=self.dtype, axis_name=self.bn_axis_name,
-        scale_init=nn_flax.initializers.zeros if zero_scale else nn_flax.initializers.ones,
-        name=bn_name)(x)
-
-  resnet_lib._Layers.conv_bn = conv_bn  # pylint: disable=protected-access
 
 
 def build_ours(config, pairs: int, size: int):
@@ -289,11 +251,11 @@ def main() -> None:
                       help="also time trunk / expander+loss forward and backward by part")
   parser.add_argument("--only_parts", action="store_true",
                       help="only the parts (no full steps, no compile of the step)")
-  parser.add_argument("--small_map_convs_as_dots", action="store_true",
-                      help="experiment: 3x3 convs on maps under 3x3 as slices + one dot")
+  parser.add_argument("--small_map_convs_as_convs", action="store_true",
+                      help="undo the model's slices + dot on maps under 3x3 (nn.Conv everywhere)")
   args = parser.parse_args()
-  if args.small_map_convs_as_dots:
-    patch_small_map_convs()
+  if args.small_map_convs_as_convs:
+    use_nn_conv_on_small_maps()
 
   config = load_config_file(args.config)
   config.model.arch = args.arch
@@ -306,7 +268,7 @@ def main() -> None:
   print(f"jax {jax.__version__} ({len(jax.devices())} CPU device(s)), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {os.cpu_count()} cores")
   print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '') or '(none)'}; 3x3 convs on maps "
-        f"under 3x3: {'slices + dot' if args.small_map_convs_as_dots else 'nn.Conv'}")
+        f"under 3x3: {'nn.Conv' if args.small_map_convs_as_convs else 'slices + dot'}")
   if args.only_parts:
     config.batch_size = pairs
     model = models.create_model(config.model)

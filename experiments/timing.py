@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts: median wall time of a JAX call, peak memory."""
+"""Helpers shared by the benchmark scripts: median wall time of a JAX call, peak memory, A/B."""
 
 import statistics
 import time
 
 import jax
+
+from vicreg_jax.models import small_map_conv
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -20,3 +22,10 @@ def peak_memory_gb() -> float:
   """Peak bytes in use on the first device, in GiB (NaN where the backend does not say)."""
   stats = jax.devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use", float("nan")) / 2**30
+
+
+def use_nn_conv_on_small_maps() -> None:
+  """Experiment only: ResNets built after this call use ``nn.Conv`` also on maps smaller than
+  the kernel, i.e. without ``models/small_map_conv.py`` (same parameters and values), to
+  measure what that rewrite saves. Patches the module for the rest of the process."""
+  small_map_conv.applies = lambda *_: False

@@ -17,6 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vicreg_jax.models import small_map_conv
 from vicreg_jax.models.batchnorm import batch_norm
 
 # Blocks per stage of each official depth (He et al. 2016, Table 1).
@@ -64,9 +65,12 @@ class _Layers:
               zero_scale: bool = False):
     """Bias-free conv with PyTorch's symmetric padding, then BatchNorm (scale 0 or 1 at init)."""
     pad = (kernel - 1) // 2
-    x = nn.Conv(features, (kernel,) * self.d, (stride,) * self.d,
-                padding=((pad, pad),) * self.d, use_bias=False, dtype=self.dtype,
-                kernel_init=conv_init, name=conv_name)(x)
+    # Same parameter either way; SmallMapConv avoids XLA:CPU's slow loop (see its module).
+    small = small_map_conv.applies(x.shape[1:-1], (kernel,) * self.d, (stride,) * self.d)
+    conv = small_map_conv.SmallMapConv if small else nn.Conv
+    x = conv(features, (kernel,) * self.d, (stride,) * self.d,
+             padding=((pad, pad),) * self.d, use_bias=False, dtype=self.dtype,
+             kernel_init=conv_init, name=conv_name)(x)
     return batch_norm(self.views, self.train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
                       dtype=self.dtype, axis_name=self.bn_axis_name,
                       scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
