@@ -92,7 +92,8 @@ def test_processes_with_different_configs_all_stop_naming_the_key(tmp_path):
 def test_a_dead_process_stops_the_others_instead_of_hanging(tmp_path):
   # (Here rather than in test_reliability.py: the xdist worker running that file is the
   # suite's longest.) Process 1 is SIGKILLed mid-run: process 0 must end (JAX's coordination service misses
-  # its heartbeats: ~1 minute here) with an error naming the cause, its checkpoints intact
+  # its heartbeats: --config.distributed.heartbeat_timeout_s, 20 s here instead of JAX's
+  # default 100 s, which took ~1 minute) with an error naming the cause, its checkpoints intact
   # for a rerun. (Process 0 dying ends process 1 at once: it loses the coordinator.)
   # The run shards its optimizer state over the 4 devices of both processes (ZeRO-1), so
   # this also checks that a sharded state trains and checkpoints across processes.
@@ -101,7 +102,7 @@ def test_a_dead_process_stops_the_others_instead_of_hanging(tmp_path):
       conftest.main_cmd(tmp_path, "--config.num_train_steps=100000", "--config.checkpoint.every_steps=2",
                "--config.parallel.shard_optimizer_state=True",
                "--config.parallel.shard_min_elements=512",
-               "--config.distributed.mode=manual",
+               "--config.distributed.mode=manual", "--config.distributed.heartbeat_timeout_s=20",
                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
       env=conftest.cli_env(2), cwd=conftest.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

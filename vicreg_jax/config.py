@@ -275,6 +275,10 @@ def base_config() -> ml_collections.ConfigDict:
       coordinator_address="",
       num_processes=1,
       process_id=0,
+      # Seconds without a heartbeat before JAX's coordination service declares a process
+      # dead and stops the others with an error (JAX's default, 100). Lower it to learn of a
+      # lost host sooner; keep it above the longest stall of a live host.
+      heartbeat_timeout_s=100,
   ))
 
   # How the training state is laid out over the devices' data axis. Off (the default): the

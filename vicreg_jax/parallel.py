@@ -21,7 +21,8 @@ DATA_AXIS = "data"
 
 
 def initialize_distributed(mode: str, coordinator_address: str = "",
-                           num_processes: int = 1, process_id: int = 0) -> None:
+                           num_processes: int = 1, process_id: int = 0,
+                           heartbeat_timeout_s: int = 100) -> None:
   """Starts multi-process JAX before any computation.
 
   Args:
@@ -31,11 +32,16 @@ def initialize_distributed(mode: str, coordinator_address: str = "",
     coordinator_address: ``host:port`` of process 0, e.g. ``127.0.0.1:12355``.
     num_processes: total number of processes.
     process_id: index of this process in ``[0, num_processes)``.
+    heartbeat_timeout_s: seconds without a heartbeat after which JAX's coordination service
+      declares a process dead and the others stop with an error (instead of hanging).
   """
   if mode == "none":
     return
+  if not isinstance(heartbeat_timeout_s, int) or heartbeat_timeout_s < 1:
+    raise ValueError(f"distributed.heartbeat_timeout_s must be a whole number of seconds "
+                     f">= 1; got {heartbeat_timeout_s!r}.")
   if mode == "auto":
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_s)
   elif mode == "manual":
     if not coordinator_address or not 0 <= process_id < num_processes:
       raise ValueError(
@@ -43,7 +49,8 @@ def initialize_distributed(mode: str, coordinator_address: str = "",
           f">= 1 and 0 <= process_id < num_processes; got {coordinator_address!r}, "
           f"{num_processes}, {process_id}.")
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s)
   else:
     raise ValueError(f"Unknown distributed mode {mode!r}; use 'none', 'auto' or 'manual'.")
   connect_collectives()
