@@ -53,6 +53,12 @@ def _filesystem(path: str):
                       f"pip install 'vicreg_jax[{extra}]'.") from err
 
 
+def bucket(url: str) -> str:
+  """The bucket of a URL, with its scheme: ``bucket("gs://b/run/x")`` is ``"gs://b"``."""
+  prefix, _, rest = url.partition("://")
+  return f"{prefix}://{rest.split('/', 1)[0]}"
+
+
 def absolute(path: str) -> str:
   """A local path made absolute; a URL as given (without a trailing slash)."""
   path = os.fspath(path)

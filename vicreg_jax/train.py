@@ -311,7 +311,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """Pretrains (resuming from ``workdir`` if it holds checkpoints); returns the final state.
 
   Validates the config, the device count, that every process runs the same config and
-  workdir, and that the workdir can be written before anything is created or compiled, and holds the workdir lock (process 0) for the whole run.
+  workdir, and that the workdir can be written before anything is created or compiled, and
+  holds the workdir lock (process 0) for the whole run.
   A SIGINT/SIGTERM (or a preemption notice) saves a checkpoint at the next step boundary and
   returns a result that is not ``finished``; only a finished run exports its backbone.
   """

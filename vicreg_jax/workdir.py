@@ -40,7 +40,7 @@ def check_writable(path: str, flag: str = "--workdir") -> None:
   """
   paths.check_supported(path, flag)
   if paths.is_url(path):
-    bucket = path.split("://", 1)[0] + "://" + path.split("://", 1)[1].split("/", 1)[0]
+    bucket = paths.bucket(path)
     if not paths.exists(bucket):
       raise FileNotFoundError(f"{flag} {path}: bucket {bucket} does not exist (or cannot be "
                               "listed with these credentials); create it first.")
