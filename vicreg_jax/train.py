@@ -186,13 +186,15 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
     if audio_views:  # made by the audio source: waveform and log-mel, already augmented
       view_a, view_b = batch["view_a"], batch["view_b"]
     else:
-      view_a, view_b = augment.augment_pair(key, batch["view_a"], batch["view_b"],
-                                            config.augment)
+      with jax.named_scope("augment"):  # scope names: the parts of a profile
+        view_a, view_b = augment.augment_pair(key, batch["view_a"], batch["view_b"],
+                                              config.augment)
 
     def loss_fn(params):
       out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                  view_a, view_b, train=True, mutable=["batch_stats"])
-      total, terms = losses.vicreg_loss(out["embedding_a"], out["embedding_b"], **kwargs)
+      with jax.named_scope("loss"):
+        total, terms = losses.vicreg_loss(out["embedding_a"], out["embedding_b"], **kwargs)
       if probe_classes:
         probe_loss, probe_top1 = _probe_loss_and_top1(out["probe_logits"], batch["label"],
                                                       probe_classes)
@@ -202,10 +204,11 @@ def make_train_step(config: ml_collections.ConfigDict, model, tx: optax.Gradient
 
     (total, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
-    grads = like_optimizer_state(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    updates = like_optimizer_state(updates)
-    params = optax.apply_updates(state.params, updates)
+    with jax.named_scope("optimizer"):
+      grads = like_optimizer_state(grads)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      updates = like_optimizer_state(updates)
+      params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     update_norm = optax.tree.norm(updates)
 
