@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: median wall time of a JAX call, peak memory, A/B."""
+"""Helpers shared by the benchmark scripts: wall time of a JAX call, peak memory, A/B."""
 
 import statistics
 import time
@@ -16,6 +16,17 @@ def median_ms(fn, repeats: int) -> float:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return 1e3 * statistics.median(times)
+
+
+def pipelined_ms(fn, repeats: int) -> float:
+  """Milliseconds per call of ``fn()`` dispatched ``repeats`` times back to back, waiting
+  once for the last result (as training runs: no host round trip between calls). A device
+  runs the programs it is given in order, so the last result being ready means all are."""
+  start = time.perf_counter()
+  for _ in range(repeats):
+    result = fn()
+  jax.block_until_ready(result)
+  return 1e3 * (time.perf_counter() - start) / repeats
 
 
 def peak_memory_gb() -> float:
