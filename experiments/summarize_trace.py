@@ -19,9 +19,10 @@ one, with the step count as its ``steps`` argument); device events that start in
 Without one: from the first device event to the last, ``--steps`` steps.
 
 Category: the first of ``CATEGORY_RULES`` whose pattern occurs in the event's label (its
-kernel or op name, its ``hlo_op`` and, from the HLO text, that instruction's opcode and
-custom-call target); no match: "other", whose 10 largest names are printed so that the rules
-can be refined.
+kernel or op name, its ``hlo_op`` and, from the HLO text, that instruction's opcode,
+custom-call target and the ``CALLED_OPCODES`` in the computation it calls, e.g. a CPU fusion
+around a convolution); no match: "other", whose 10 largest names are printed so that the
+rules can be refined.
 
 Part: the first of ``PART_RULES`` matching the op's JAX name stack ("jit(train_step)/
 transpose(jvp(VICReg))/backbone/..."; ``train.make_train_step`` names the augment, loss and
@@ -77,6 +78,9 @@ PART_RULES = (
     ("trunk backward", r"transpose\(.*backbone"),
     ("trunk forward", r"backbone"),
 )
+# Opcodes inside a called computation (a fusion's body) that name its category.
+CALLED_OPCODES = ("convolution", "dot", "reduce", "reduce-window", "all-reduce", "all-gather",
+                  "reduce-scatter", "all-to-all", "collective-permute")
 REST = "rest of the step"  # named ops that match no part: finiteness guard, metrics, norms
 UNNAMED = "no name stack"
 TOP_OTHER = 10
@@ -84,6 +88,7 @@ STREAM_TRACK_PREFIX = "Stream"
 DEVICE_PROCESS_PREFIX = "/device:"
 ARG_NAME_KEYS = ("op_name", "name", "tf_op", "long_name")
 US_PER_MS = 1e3
+PARALLEL_TOLERANCE_US = 1.0  # summed minus busy time below this is float rounding
 
 HLO_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[^\s=]+) = .*? "
                              r"(?P<opcode>[a-z][a-z0-9-]*)\(")
@@ -130,10 +135,12 @@ def find_trace(path: str) -> str:
 
 
 def read_hlo(path: str) -> dict[str, tuple[str, str]]:
-  """``{instruction name: (opcode + custom-call target, op_name)}`` from HLO text. An
-  instruction without an op_name (a fusion, say) gets the longest common name-stack prefix
-  of the instructions in the computations it calls."""
-  info, calls, names_in = {}, {}, collections.defaultdict(list)
+  """``{instruction name: (description, op_name)}`` from HLO text. The description is the
+  opcode, its custom-call target and the ``CALLED_OPCODES`` inside the computations it calls
+  (a fusion that holds a convolution says so). An instruction without an op_name (a fusion,
+  say) gets the longest common name-stack prefix of the instructions it calls."""
+  instructions, names_in = {}, collections.defaultdict(list)
+  opcodes_in = collections.defaultdict(set)
   computation = ""
   with open(path, encoding="utf-8") as f:
     for line in f:
@@ -146,18 +153,21 @@ def read_hlo(path: str) -> dict[str, tuple[str, str]]:
         continue
       target = re.search(r'custom_call_target="([^"]*)"', line)
       op_name = re.search(r'op_name="([^"]*)"', line)
-      name = match.group("name")
-      info[name] = (match.group("opcode") + (f" {target.group(1)}" if target else ""),
-                    op_name.group(1) if op_name else "")
+      called = re.search(r"calls=%?([\w.\-]+)", line)
+      opcode = match.group("opcode")
+      opcodes_in[computation].add(opcode)
       if op_name:
         names_in[computation].append(op_name.group(1))
-      called = re.search(r"calls=%?([\w.\-]+)", line)
-      if called and not op_name:
-        calls[name] = called.group(1)
-  for name, called in calls.items():
-    stacks = [n.split("/") for n in names_in.get(called, [])]
-    common = os.path.commonprefix(stacks) if stacks else []
-    info[name] = (info[name][0], "/".join(common))
+      instructions[match.group("name")] = (
+          opcode + (f" {target.group(1)}" if target else ""),
+          op_name.group(1) if op_name else "", called.group(1) if called else "")
+  info = {}
+  for name, (description, op_name, called) in instructions.items():
+    inside = sorted(opcodes_in.get(called, set()) & set(CALLED_OPCODES))
+    if called and not op_name:
+      stacks = [n.split("/") for n in names_in.get(called, [])]
+      op_name = "/".join(os.path.commonprefix(stacks)) if stacks else ""
+    info[name] = (" ".join([description] + inside), op_name)
   return info
 
 
@@ -293,7 +303,8 @@ def print_tables(s: dict) -> None:
     t = s["by_category"][cat]
     print(f"{cat:<24} {ms(t):>9.3f} {pct(t):>7.1f} {s['counts'][cat] / steps:>9.1f}")
   total = sum(s["by_category"].values())
-  overlap = "   (more than busy: tracks ran in parallel)" if total > s["busy_us"] else ""
+  parallel = total > s["busy_us"] + PARALLEL_TOLERANCE_US
+  overlap = "   (more than busy: tracks ran in parallel)" if parallel else ""
   print(f"{'device time, summed':<24} {ms(total):>9.3f} {pct(total):>7.1f}{overlap}")
   print(f"{'device busy (union)':<24} {ms(s['busy_us']):>9.3f} {pct(s['busy_us']):>7.1f}")
   gap = wall - s["busy_us"]

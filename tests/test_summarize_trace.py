@@ -79,10 +79,17 @@ HLO = """HloModule jit_train_step, is_scheduled=true
   ROOT %multiply.2 = f32[4]{0} multiply(%param_0, %param_0), metadata={op_name="jit(train_step)/optimizer/mul"}
 }
 
+%fused_computation.8 (param_0.1: f32[2,8,8,3], param_1.1: f32[3,3,3,4]) -> f32[2,8,8,4] {
+  %param_0.1 = f32[2,8,8,3]{3,2,1,0} parameter(0)
+  %param_1.1 = f32[3,3,3,4]{3,2,1,0} parameter(1)
+  ROOT %convolution-window-dilated.8 = f32[2,8,8,4]{3,2,1,0} convolution(%param_0.1, %param_1.1), window={size=3x3}, dim_labels=b01f_01io->b01f
+}
+
 ENTRY %main.9 (p: f32[4], x: f32[2,8,8,3]) -> f32[4] {
   %p = f32[4]{0} parameter(0)
   %x = f32[2,8,8,3]{3,2,1,0} parameter(1)
   %convolution.5 = f32[2,8,8,4]{3,2,1,0} convolution(%x, %x), window={size=3x3}, dim_labels=b01f_01io->b01f, metadata={op_name="jit(train_step)/jvp(VICReg)/backbone/conv1/conv_general_dilated"}
+  %ynn_fusion.8 = f32[2,8,8,4]{3,2,1,0} fusion(%x, %x), kind=kCustom, calls=%fused_computation.8
   ROOT %fusion.7 = f32[4]{0} fusion(%p), kind=kLoop, calls=%fused_computation.7
 }
 """
@@ -100,18 +107,20 @@ def test_cpu_ops_nested_time_and_names_from_hlo(tmp_path):
       op(host, worker, "end: add.4", 40, 0, hlo_op="add.4"),
       op(host, worker, "convolution.5", 60, 30, hlo_op="convolution.5"),
       op(host, worker, "fusion.7", 90, 10, hlo_op="fusion.7"),
+      op(host, worker, "ynn_fusion.8", 100, 5, hlo_op="ynn_fusion.8"),
   ]
   hlo = tmp_path / "jit_train_step.hlo.txt"
   hlo.write_text(HLO)
   s = summary.summarize(write(tmp_path / "vm.trace.json.gz", events), WINDOW,
                         hlo_path=str(hlo))
-  assert s["kind"] == "XLA:CPU op" and s["events"] == 4 and s["window"] == ""
+  assert s["kind"] == "XLA:CPU op" and s["events"] == 5 and s["window"] == ""
   assert s["by_category"]["other"] == 30  # the while loop's own time, without its body
   assert s["by_category"]["elementwise fusions"] == 20 + 10
-  assert s["by_category"]["convolution"] == 30
+  assert s["by_category"]["convolution"] == 30 + 5  # the fusion holds a convolution
   assert s["by_part"]["trunk forward"]["convolution"] == 30
   assert s["by_part"]["optimizer"]["elementwise fusions"] == 10  # fusion: from its body
-  assert s["busy_us"] == s["wall_us"] == 90
+  assert s["by_part"]["no name stack"]["convolution"] == 5
+  assert s["busy_us"] == s["wall_us"] == 95
 
 
 def test_a_trace_without_device_events_is_an_error(tmp_path):
