@@ -140,3 +140,19 @@ def test_loss_decreases_on_the_tiny_config():
     state, metrics = step(state, next(source))
     losses.append(float(metrics["loss"]))
   assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1, losses
+
+
+def test_init_compiled_for_a_quick_start_gives_the_default_initial_state(monkeypatch):
+  """On CPU the one-shot init is compiled with LLVM at -O0: the same initial state as XLA's
+  default compilation, up to the last bits of the random normal's approximations."""
+  config = tiny_config()
+  mesh = parallel.make_mesh()
+  model = models.create_model(config.model)
+  tx = optim.lars(0.5)
+  quick = jax.device_get(train.create_train_state(config, model, tx, mesh))
+  assert train.ONE_SHOT_CPU_COMPILER_OPTIONS["xla_backend_optimization_level"] == 0
+  monkeypatch.setattr(train, "ONE_SHOT_CPU_COMPILER_OPTIONS", None)
+  default = jax.device_get(train.create_train_state(config, model, tx, mesh))
+  for a, b in zip(jax.tree.leaves(quick), jax.tree.leaves(default)):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                               rtol=1e-6, atol=1e-7 * max(1.0, float(np.max(np.abs(b)))))
