@@ -8,19 +8,20 @@ the real services; users with real buckets set none of it.
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 
+import conftest
+
 STARTUP_TIMEOUT_S = 30
 
 
 def _port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+  """A free port below the ephemeral range (``conftest.free_port``): a port from ``bind(0)``
+  could be handed to some outgoing connection before the emulator binds it."""
+  return conftest.free_port()
 
 
 def _wait_until_up(url: str, proc) -> None:
