@@ -7,7 +7,7 @@ Usage:
   python experiments/benchmark_step.py --view_batching one_pass          # one row
   python experiments/benchmark_step.py --arch resnet50 --expander 2048-2048-2048 \
       --dtype float32 --image_size 64 --batch_per_device 32 --steps 3      # a CPU
-  python experiments/benchmark_step.py --config configs/demo.py --small_map_convs_as_convs
+  python experiments/benchmark_step.py --config configs/demo.py --nn_conv_everywhere
   python experiments/benchmark_step.py --compilation_cache_dir /tmp/xla_cache  # twice: cached
   python experiments/benchmark_step.py --profile_dir /tmp/prof   # + experiments/summarize_trace.py
 
@@ -40,7 +40,7 @@ import time
 import jax
 import numpy as np
 
-from timing import median_ms, peak_memory_gb, pipelined_ms, use_nn_conv_on_small_maps
+from timing import median_ms, peak_memory_gb, pipelined_ms, use_nn_conv_everywhere
 from vicreg_jax import cli, models, optim, parallel, train
 from vicreg_jax.config import load_config_file
 from vicreg_jax.data import augment
@@ -79,13 +79,13 @@ def main() -> None:
                       help="steps in the --profile_dir trace")
   parser.add_argument("--shard_optimizer_state", action="store_true",
                       help="set config.parallel.shard_optimizer_state (ZeRO stage 1)")
-  parser.add_argument("--small_map_convs_as_convs", action="store_true",
-                      help="nn.Conv also on maps smaller than the kernel (undo the model's "
-                           "slices + dot, to measure it)")
+  parser.add_argument("--nn_conv_everywhere", action="store_true",
+                      help="nn.Conv for every layer (undo models/dot_conv.py's slices + dot "
+                           "on maps under the kernel and, on CPU, 1x1 convs; to measure it)")
   args = parser.parse_args()
   modes = args.view_batching.split(",")
-  if args.small_map_convs_as_convs:
-    use_nn_conv_on_small_maps()
+  if args.nn_conv_everywhere:
+    use_nn_conv_everywhere()
   if args.compilation_cache_dir:
     cli.enable_compilation_cache(args.compilation_cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
@@ -129,7 +129,7 @@ def main() -> None:
   print(f"backend {jax.default_backend()}  device {jax.devices()[0].device_kind} x "
         f"{mesh.devices.size}  jax {jax.__version__}  load average "
         f"{load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after  convs on maps under the "
-        f"kernel: {'nn.Conv' if args.small_map_convs_as_convs else 'slices + dot'}")
+        f"kernel and 1x1 on CPU: {'nn.Conv' if args.nn_conv_everywhere else 'dots'}")
   print(f"compilation cache: {args.compilation_cache_dir or 'off'}  steps per round "
         f"{args.steps}  rounds {args.rounds}  augmentation alone {aug_ms:.2f} ms/batch")
   header = (f"{'arch':>10} {'expander':>16} {'dtype':>9} {'batch/dev':>9} {'px':>4} "

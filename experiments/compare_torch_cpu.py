@@ -5,7 +5,7 @@ Usage (from the repository root, torch installed: ``pip install -e '.[test]'``):
   python experiments/compare_torch_cpu.py --rounds 6 --arch resnet18 --image_size 32
   python experiments/compare_torch_cpu.py --parts                 # + forward/backward by part
   XLA_FLAGS=--xla_disable_hlo_passes=algsimp python experiments/compare_torch_cpu.py
-  python experiments/compare_torch_cpu.py --small_map_convs_as_convs  # without the model fix
+  python experiments/compare_torch_cpu.py --nn_conv_everywhere  # without the model fix
 
 Both sides: the same architecture (official ``resnet.py`` layout), expander, batch of view
 pairs, resolution, float32, two forward passes with per-view BatchNorm, the official loss and
@@ -18,9 +18,10 @@ seconds per step of both, their ratio and the 1-minute load average.
 
 XLA options come from ``XLA_FLAGS`` as for any JAX program; the table names those in
 effect. XLA:CPU swaps the operands of 3x3 convolutions on maps smaller than the kernel
-(ResNet-50's 2x2 last stage at 64 px) into a slow loop (``experiments/README.md``); the model
-computes those as shifted slices + one dot (``vicreg_jax/models/small_map_conv.py``).
-``--small_map_convs_as_convs`` undoes that to measure it, and
+(ResNet-50's 2x2 last stage at 64 px) into a slow loop (``experiments/README.md``), and runs
+1x1 convolutions and their kernel gradients slower than the same matrix products; the model
+computes those as (strided) slices + one dot (``vicreg_jax/models/dot_conv.py``).
+``--nn_conv_everywhere`` undoes that to measure it, and
 ``XLA_FLAGS=--xla_disable_hlo_passes=algsimp`` is the XLA-side alternative.
 """
 
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from timing import use_nn_conv_on_small_maps
+from timing import use_nn_conv_everywhere
 from torch_reference import CASES, TorchResNet
 from vicreg_jax import losses, models, optim, parallel, train
 from vicreg_jax.config import load_config_file
@@ -251,11 +252,11 @@ def main() -> None:
                       help="also time trunk / expander+loss forward and backward by part")
   parser.add_argument("--only_parts", action="store_true",
                       help="only the parts (no full steps, no compile of the step)")
-  parser.add_argument("--small_map_convs_as_convs", action="store_true",
-                      help="undo the model's slices + dot on maps under 3x3 (nn.Conv everywhere)")
+  parser.add_argument("--nn_conv_everywhere", action="store_true",
+                      help="undo models/dot_conv.py (nn.Conv for every layer)")
   args = parser.parse_args()
-  if args.small_map_convs_as_convs:
-    use_nn_conv_on_small_maps()
+  if args.nn_conv_everywhere:
+    use_nn_conv_everywhere()
 
   config = load_config_file(args.config)
   config.model.arch = args.arch
@@ -267,8 +268,8 @@ def main() -> None:
   tstep = TorchStep(config, pairs, size, args.channels_last)
   print(f"jax {jax.__version__} ({len(jax.devices())} CPU device(s)), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {os.cpu_count()} cores")
-  print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '') or '(none)'}; 3x3 convs on maps "
-        f"under 3x3: {'nn.Conv' if args.small_map_convs_as_convs else 'slices + dot'}")
+  print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '') or '(none)'}; convs on maps under "
+        f"the kernel and 1x1: {'nn.Conv' if args.nn_conv_everywhere else 'slices + dot'}")
   if args.only_parts:
     config.batch_size = pairs
     model = models.create_model(config.model)

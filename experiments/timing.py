@@ -5,7 +5,7 @@ import time
 
 import jax
 
-from vicreg_jax.models import small_map_conv
+from vicreg_jax.models import dot_conv
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -35,8 +35,8 @@ def peak_memory_gb() -> float:
   return stats.get("peak_bytes_in_use", float("nan")) / 2**30
 
 
-def use_nn_conv_on_small_maps() -> None:
-  """Experiment only: ResNets built after this call use ``nn.Conv`` also on maps smaller than
-  the kernel, i.e. without ``models/small_map_conv.py`` (same parameters and values), to
-  measure what that rewrite saves. Patches the module for the rest of the process."""
-  small_map_conv.applies = lambda *_: False
+def use_nn_conv_everywhere() -> None:
+  """Experiment only: ResNets built after this call use ``nn.Conv`` for every layer, i.e.
+  without ``models/dot_conv.py`` (same parameters and values), to measure what that rewrite
+  saves. Patches the module for the rest of the process."""
+  dot_conv.applies = lambda *_: False

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from vicreg_jax.models import small_map_conv
+from vicreg_jax.models import dot_conv
 from vicreg_jax.models.batchnorm import batch_norm
 
 # Blocks per stage of each official depth (He et al. 2016, Table 1).
@@ -65,9 +66,10 @@ class _Layers:
               zero_scale: bool = False):
     """Bias-free conv with PyTorch's symmetric padding, then BatchNorm (scale 0 or 1 at init)."""
     pad = (kernel - 1) // 2
-    # Same parameter either way; SmallMapConv avoids XLA:CPU's slow loop (see its module).
-    small = small_map_conv.applies(x.shape[1:-1], (kernel,) * self.d, (stride,) * self.d)
-    conv = small_map_conv.SmallMapConv if small else nn.Conv
+    # Same parameter either way; DotConv avoids XLA:CPU's slow convolutions (see its module).
+    as_dot = dot_conv.applies(x.shape[1:-1], (kernel,) * self.d, (stride,) * self.d,
+                              jax.default_backend())
+    conv = dot_conv.DotConv if as_dot else nn.Conv
     x = conv(features, (kernel,) * self.d, (stride,) * self.d,
              padding=((pad, pad),) * self.d, use_bias=False, dtype=self.dtype,
              kernel_init=conv_init, name=conv_name)(x)
