@@ -158,7 +158,11 @@ def shared():
 def test_each_view_gets_its_own_batch_statistics(shared):
   """Per-view BN: two separate backbone calls (stats updated twice), not one on both views."""
   model, variables = shared
-  a, b = images(4, 8, seed=0), images(4, 8, seed=1, scale=3.0, shift=2.0)
+  # View b has other statistics than a. (A larger shift, 2.0, makes some channels of the
+  # 1x1-map layers nearly constant over the 4 examples: BatchNorm's cancellation then turns
+  # the float32 rounding of the convolutions - which differs between one batch of 8 and two
+  # of 4 once 1x1 convs are dots on CPU - into 5e-4 relative differences.)
+  a, b = images(4, 8, seed=0), images(4, 8, seed=1, scale=3.0, shift=1.0)
   out, state = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
       variables, a, b)
   backbone = models.create_backbone(model_config())
@@ -166,8 +170,9 @@ def test_each_view_gets_its_own_batch_statistics(shared):
   bb = models.backbone_variables(variables)
   alone_a, after_a = step(bb, a)
   alone_b, after_b = step({**bb, **after_a}, b)
-  np.testing.assert_allclose(out["representation_a"], alone_a, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(out["representation_b"], alone_b, rtol=1e-5, atol=1e-6)
+  for ours, alone in ((out["representation_a"], alone_a), (out["representation_b"], alone_b)):
+    # Within 1e-5 of the largest feature (measured <= 2.7e-6): float32 rounding only.
+    np.testing.assert_allclose(ours, alone, rtol=0, atol=1e-5 * float(np.max(np.abs(alone))))
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7),
                state["batch_stats"]["backbone"], after_b["batch_stats"])
   joint, after_joint = step(bb, jnp.concatenate([a, b]))
