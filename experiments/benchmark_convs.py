@@ -20,33 +20,31 @@ import argparse
 import functools
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import median_ms
+from timing import median_ms, median_wall_ms
+from vicreg_jax import models
 from vicreg_jax.models import dot_conv
-from vicreg_jax.models.resnet import STAGE_SIZES
-
-STEM_KERNEL, STEM_STRIDE, STEM_WIDTH = 7, 2, 64
-STAGE_WIDTHS = (64, 128, 256, 512)
-EXPANSION = 4
-
 
 def resnet50_convs(image_size: int) -> list[tuple[int, int, int, int, int]]:
-  """Distinct (map, cin, cout, kernel, stride) of ResNet-50's convolutions, in order."""
-  convs = [(image_size, 3, STEM_WIDTH, STEM_KERNEL, STEM_STRIDE)]
-  size = -(-image_size // 2) // 2  # stem stride 2, max pool stride 2 (padding 3 / 1)
-  cin = STEM_WIDTH
-  for stage, (blocks, width) in enumerate(zip(STAGE_SIZES["resnet50"], STAGE_WIDTHS)):
-    for block in range(blocks):
-      stride = 2 if stage > 0 and block == 0 else 1
-      out = -(-size // stride)
-      convs += [(size, cin, width, 1, 1), (size, width, width, 3, stride),
-                (out, width, width * EXPANSION, 1, 1)]
-      if block == 0:
-        convs.append((size, cin, width * EXPANSION, 1, stride))
-      cin, size = width * EXPANSION, out
+  """Distinct (map, cin, cout, kernel, stride) of ResNet-50's convolutions, in call order,
+  read off the model itself (``nn.Conv`` and ``DotConv`` calls while tracing its init)."""
+  convs = []
+
+  def record(call, args, kwargs, context):
+    module = context.module
+    if context.method_name == "__call__" and isinstance(module, (nn.Conv, dot_conv.DotConv)):
+      x = args[0]
+      convs.append((x.shape[1], x.shape[-1], module.features, module.kernel_size[0],
+                    module.strides[0]))
+    return call(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(functools.partial(models.resnet("resnet50").init, train=False),
+                   jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)))
   return list(dict.fromkeys(convs))
 
 
@@ -56,28 +54,19 @@ def jax_times(fn, x, w, repeats: int) -> list[float]:
   fwd = jax.jit(fn)
   dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: fn(x, w), x)[1](g)[0])
   dw = jax.jit(lambda x, w, g: jax.vjp(lambda w: fn(x, w), w)[1](g)[0])
+  jax.block_until_ready((fwd(x, w), dx(x, w, g), dw(x, w, g)))  # compile outside the timing
   return [median_ms(lambda: fwd(x, w), repeats), median_ms(lambda: dx(x, w, g), repeats),
           median_ms(lambda: dw(x, w, g), repeats)]
 
 
 def torch_times(size, cin, cout, k, s, batch, repeats) -> list[float]:
-  import time  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   x, w = torch.randn(batch, cin, size, size), torch.randn(cout, cin, k, k)
   g = torch.ones_like(torch.nn.functional.conv2d(x, w, stride=s, padding=k // 2))
   calls = [lambda: torch.nn.functional.conv2d(x, w, stride=s, padding=k // 2),
            lambda: torch.nn.grad.conv2d_input(x.shape, w, g, stride=s, padding=k // 2),
            lambda: torch.nn.grad.conv2d_weight(x, w.shape, g, stride=s, padding=k // 2)]
-  times = []
-  for call in calls:
-    call()
-    runs = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      call()
-      runs.append(time.perf_counter() - start)
-    times.append(1e3 * float(np.median(runs)))
-  return times
+  return [median_wall_ms(call, repeats) for call in calls]
 
 
 def main() -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import median_ms
+from timing import median_ms, median_wall_ms
 from vicreg_jax import losses
 
 PRECISIONS = {
@@ -82,13 +81,7 @@ def torch_official_ms(a: np.ndarray, b: np.ndarray, repeats: int) -> float:
     if dev == "cuda":
       torch.cuda.synchronize()
 
-  step()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  return median_wall_ms(step, repeats)
 
 
 def main() -> None:

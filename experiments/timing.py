@@ -18,6 +18,18 @@ def median_ms(fn, repeats: int) -> float:
   return 1e3 * statistics.median(times)
 
 
+def median_wall_ms(fn, repeats: int) -> float:
+  """Median milliseconds of ``fn()`` over ``repeats`` calls after one warm-up call, for a
+  call that returns when its work is done (PyTorch on CPU, or one that synchronises)."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
 def pipelined_ms(fn, repeats: int) -> float:
   """Milliseconds per call of ``fn()`` dispatched ``repeats`` times back to back, waiting
   once for the last result (as training runs: no host round trip between calls). A device
